@@ -1,0 +1,253 @@
+//! What the engine reads from an HTTP request head and the responses it builds, byte for byte as the
+//! reference server writes them.
+
+use bytes::Bytes;
+use http::header::{CONNECTION, HeaderValue, UPGRADE};
+use http::{HeaderMap, Method, Response, StatusCode};
+
+/// The Engine.IO error codes of the reference (`Server.errors`), sent in the JSON body of a refused
+/// request.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ErrorCode {
+    /// 0: `transport` missing, unknown or not enabled.
+    UnknownTransport = 0,
+    /// 1: `sid` unknown, malformed, or of a closed session.
+    UnknownSid = 1,
+    /// 2: a handshake with a method other than GET.
+    BadHandshakeMethod = 2,
+    /// 3: any other bad request.
+    BadRequest = 3,
+    /// 4: refused by the application (answered with 403).
+    Forbidden = 4,
+    /// 5: an `EIO` other than 4.
+    UnsupportedProtocolVersion = 5,
+}
+
+impl ErrorCode {
+    /// The reference message for the code.
+    pub fn message(self) -> &'static str {
+        match self {
+            ErrorCode::UnknownTransport => "Transport unknown",
+            ErrorCode::UnknownSid => "Session ID unknown",
+            ErrorCode::BadHandshakeMethod => "Bad handshake method",
+            ErrorCode::BadRequest => "Bad request",
+            ErrorCode::Forbidden => "Forbidden",
+            ErrorCode::UnsupportedProtocolVersion => "Unsupported protocol version",
+        }
+    }
+
+    /// The HTTP status of a refused polling request: 403 for `Forbidden`, 400 otherwise.
+    pub fn status(self) -> StatusCode {
+        match self {
+            ErrorCode::Forbidden => StatusCode::FORBIDDEN,
+            _ => StatusCode::BAD_REQUEST,
+        }
+    }
+}
+
+/// The query parameters the engine reads. Later duplicates win, as with `Object.fromEntries`.
+#[derive(Default, Debug)]
+pub(crate) struct Query {
+    pub eio: Option<String>,
+    pub transport: Option<String>,
+    pub sid: Option<String>,
+}
+
+impl Query {
+    pub fn parse(query: Option<&str>) -> Query {
+        let mut q = Query::default();
+        for (key, value) in form_urlencoded::parse(query.unwrap_or("").as_bytes()) {
+            match &*key {
+                "EIO" => q.eio = Some(value.into_owned()),
+                "transport" => q.transport = Some(value.into_owned()),
+                "sid" => q.sid = Some(value.into_owned()),
+                _ => {}
+            }
+        }
+        q
+    }
+}
+
+/// Whether the request asks for a protocol upgrade (what makes Node emit `upgrade` instead of
+/// `request`).
+pub(crate) fn is_upgrade(headers: &HeaderMap) -> bool {
+    let connection_upgrade = headers.get_all(CONNECTION).iter().any(|v| {
+        v.to_str()
+            .map(|v| {
+                v.split(',')
+                    .any(|t| t.trim().eq_ignore_ascii_case("upgrade"))
+            })
+            .unwrap_or(false)
+    });
+    connection_upgrade && headers.contains_key(UPGRADE)
+}
+
+/// The checks the WebSocket library of the reference (`ws`) makes before a 101; the message of the
+/// first failure.
+pub(crate) fn websocket_handshake_error(
+    method: &Method,
+    headers: &HeaderMap,
+) -> Option<&'static str> {
+    if method != Method::GET {
+        return Some("Invalid HTTP method");
+    }
+    let upgrade_ok = headers
+        .get(UPGRADE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.eq_ignore_ascii_case("websocket"));
+    if !upgrade_ok {
+        return Some("Invalid Upgrade header");
+    }
+    let key_ok = headers
+        .get("sec-websocket-key")
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(valid_websocket_key);
+    if !key_ok {
+        return Some("Missing or invalid Sec-WebSocket-Key header");
+    }
+    let version_ok = headers
+        .get("sec-websocket-version")
+        .is_some_and(|v| v == "13" || v == "8");
+    if !version_ok {
+        return Some("Missing or invalid Sec-WebSocket-Version header");
+    }
+    None
+}
+
+/// A key is the base64 encoding of 16 bytes: 22 characters and `==`.
+fn valid_websocket_key(key: &str) -> bool {
+    let b = key.as_bytes();
+    b.len() == 24
+        && b[22..] == *b"=="
+        && b[..22]
+            .iter()
+            .all(|c| c.is_ascii_alphanumeric() || *c == b'+' || *c == b'/')
+}
+
+/// The reference's origin check: control characters (but tab) and DEL are invalid.
+pub(crate) fn origin_is_invalid(headers: &HeaderMap) -> bool {
+    headers.get(http::header::ORIGIN).is_some_and(|v| {
+        v.as_bytes()
+            .iter()
+            .any(|&c| (c < 32 && c != b'\t') || c == 127)
+    })
+}
+
+fn response(
+    status: StatusCode,
+    headers: &[(&'static str, &'static str)],
+    body: Bytes,
+) -> Response<Bytes> {
+    let mut res = Response::new(body);
+    *res.status_mut() = status;
+    for (name, value) in headers {
+        res.headers_mut()
+            .append(*name, HeaderValue::from_static(value));
+    }
+    res
+}
+
+/// A refused polling request: `{"code":N,"message":"..."}` as JSON.
+pub(crate) fn error_response(code: ErrorCode, message: Option<&str>) -> Response<Bytes> {
+    let message = message.unwrap_or(code.message());
+    let body = format!(
+        "{{\"code\":{},\"message\":{}}}",
+        code as u8,
+        json_string(message)
+    );
+    response(
+        code.status(),
+        &[("content-type", "application/json")],
+        Bytes::from(body),
+    )
+}
+
+/// A refused upgrade request: always 400, the message as `text/html`, and the connection closed.
+pub(crate) fn upgrade_error_response(message: &str) -> Response<Bytes> {
+    response(
+        StatusCode::BAD_REQUEST,
+        &[("connection", "close"), ("content-type", "text/html")],
+        Bytes::copy_from_slice(message.as_bytes()),
+    )
+}
+
+/// A response with a status and no body (400 on overlap, 413, 500, 404).
+pub(crate) fn empty_response(status: StatusCode) -> Response<Bytes> {
+    response(status, &[], Bytes::new())
+}
+
+/// A long-polling payload.
+pub(crate) fn payload_response(body: Bytes) -> Response<Bytes> {
+    response(
+        StatusCode::OK,
+        &[
+            ("content-type", "text/plain; charset=UTF-8"),
+            ("cache-control", "no-store"),
+        ],
+        body,
+    )
+}
+
+/// The answer to a polling POST.
+pub(crate) fn post_ok_response() -> Response<Bytes> {
+    response(
+        StatusCode::OK,
+        &[("content-type", "text/html"), ("cache-control", "no-store")],
+        Bytes::from_static(b"ok"),
+    )
+}
+
+/// Encodes `s` as a JSON string literal.
+pub(crate) fn json_string(s: &str) -> String {
+    let mut out = String::with_capacity(s.len() + 2);
+    out.push('"');
+    for c in s.chars() {
+        match c {
+            '"' => out.push_str("\\\""),
+            '\\' => out.push_str("\\\\"),
+            '\n' => out.push_str("\\n"),
+            '\r' => out.push_str("\\r"),
+            '\t' => out.push_str("\\t"),
+            '\u{8}' => out.push_str("\\b"),
+            '\u{c}' => out.push_str("\\f"),
+            c if (c as u32) < 0x20 => out.push_str(&format!("\\u{:04x}", c as u32)),
+            c => out.push(c),
+        }
+    }
+    out.push('"');
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn error_bodies_are_the_reference_json() {
+        let res = error_response(ErrorCode::UnknownSid, None);
+        assert_eq!(res.status(), 400);
+        assert_eq!(res.headers()["content-type"], "application/json");
+        assert_eq!(
+            &res.body()[..],
+            br#"{"code":1,"message":"Session ID unknown"}"#
+        );
+        let res = error_response(ErrorCode::Forbidden, Some("no \"way\""));
+        assert_eq!(res.status(), 403);
+        assert_eq!(&res.body()[..], br#"{"code":4,"message":"no \"way\""}"#);
+    }
+
+    #[test]
+    fn query_later_duplicates_win_and_values_are_decoded() {
+        let q = Query::parse(Some("EIO=3&EIO=4&transport=web%73ocket&sid=a%2Db"));
+        assert_eq!(q.eio.as_deref(), Some("4"));
+        assert_eq!(q.transport.as_deref(), Some("websocket"));
+        assert_eq!(q.sid.as_deref(), Some("a-b"));
+    }
+
+    #[test]
+    fn websocket_key_shape() {
+        assert!(valid_websocket_key("dGhlIHNhbXBsZSBub25jZQ=="));
+        assert!(!valid_websocket_key("dGhlIHNhbXBsZSBub25jZQ="));
+        assert!(!valid_websocket_key(""));
+    }
+}

@@ -1,0 +1,1065 @@
+//! The Engine.IO v4 server as a sans-IO state machine.
+//!
+//! [`Engine`] owns every session: long-polling with parked GETs, WebSocket, the upgrade from one to
+//! the other, heartbeats and every refusal of the reference server. It reads no clock and does no
+//! I/O: the caller feeds it requests, frames and the current time, and drains what it has to send.
+//!
+//! # The drain contract
+//!
+//! After every call that takes input (`handle_*`, [`Engine::send`], [`Engine::close`]), drain
+//! [`Engine::poll_transmit`] and [`Engine::poll_event`] until both return `None`, then call
+//! [`Engine::handle_timeout`] no later than [`Engine::poll_timeout`]. Spurious timeouts are harmless.
+//!
+//! ```
+//! use std::time::{Duration, Instant};
+//! use sio_core::engine::{Engine, EngineConfig, RequestId, Transmit};
+//!
+//! let now = Instant::now();
+//! let mut engine = Engine::new(EngineConfig::default(), now);
+//! let request = http::Request::get("/socket.io/?EIO=4&transport=polling").body(()).unwrap();
+//! let (head, _) = request.into_parts();
+//! engine.handle_request(now, RequestId(1), &head, None);
+//! let Some(Transmit::Response { response, .. }) = engine.poll_transmit() else { panic!() };
+//! assert!(response.body().starts_with(b"0{\"sid\":\""));
+//! assert_eq!(engine.poll_timeout(), Some(now + Duration::from_secs(25)));
+//! ```
+
+pub mod config;
+pub mod http;
+pub mod packet;
+pub mod payload;
+mod session;
+pub mod sid;
+
+use std::collections::{BTreeSet, HashMap, VecDeque};
+use std::net::SocketAddr;
+use std::time::Instant;
+
+use ::http::request::Parts;
+use ::http::{HeaderMap, HeaderValue, Method, Response, StatusCode, Uri};
+use bytes::Bytes;
+use bytestring::ByteString;
+use slab::Slab;
+
+pub use self::config::{EngineConfig, Transport, Transports};
+use self::http::{ErrorCode, Query};
+pub use self::packet::{DecodeError, Frame, Message, Packet};
+use self::session::{Session, TimerKind, Upgrade};
+use self::sid::IdGenerator;
+pub use self::sid::Sid;
+
+/// Names one HTTP request, and after a 101 the WebSocket it became. Chosen by the caller; it must be
+/// unique among the requests and WebSockets in flight.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct RequestId(pub u64);
+
+/// Names a session. A stale id never reaches a newer session that reuses the slot.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct SessionId {
+    index: u32,
+    generation: u32,
+}
+
+/// The first request of a session, kept as compact owned values (no HTTP buffer outlives its
+/// request).
+#[derive(Clone, Debug)]
+pub struct Handshake {
+    /// Path and query of the request.
+    pub uri: Uri,
+    /// Its headers.
+    pub headers: HeaderMap,
+    /// The peer's address, when the caller knows it.
+    pub remote_addr: Option<SocketAddr>,
+    /// The transport the session opened with.
+    pub transport: Transport,
+}
+
+/// Why a session closed, with the reference's names.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum CloseReason {
+    /// The client closed the connection or sent a `close` packet.
+    TransportClose,
+    /// A transport failed or broke the protocol (see the description).
+    TransportError,
+    /// No pong within the ping timeout.
+    PingTimeout,
+    /// A packet could not be decoded.
+    ParseError,
+    /// The server closed the session.
+    ForcedClose,
+}
+
+impl CloseReason {
+    /// The reference's string for the reason.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            CloseReason::TransportClose => "transport close",
+            CloseReason::TransportError => "transport error",
+            CloseReason::PingTimeout => "ping timeout",
+            CloseReason::ParseError => "parse error",
+            CloseReason::ForcedClose => "forced close",
+        }
+    }
+}
+
+impl std::fmt::Display for CloseReason {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// What the application learns from the engine.
+#[derive(Debug)]
+pub enum EngineEvent {
+    /// A session opened.
+    Open {
+        /// The new session.
+        session: SessionId,
+        /// Its first request.
+        handshake: Box<Handshake>,
+    },
+    /// A message arrived.
+    Message {
+        /// The session it arrived on.
+        session: SessionId,
+        /// The data.
+        message: Message,
+    },
+    /// The session moved from polling to WebSocket.
+    Upgrade {
+        /// The session.
+        session: SessionId,
+    },
+    /// The session closed; its id is dead from now on.
+    Close {
+        /// The session.
+        session: SessionId,
+        /// Why.
+        reason: CloseReason,
+        /// Details of a transport error, empty otherwise.
+        description: &'static str,
+    },
+}
+
+/// What the caller must send.
+#[derive(Debug)]
+pub enum Transmit {
+    /// Answer an HTTP request.
+    Response {
+        /// The request.
+        request: RequestId,
+        /// The response; the caller adds `Content-Length`.
+        response: Response<Bytes>,
+    },
+    /// Read the body of this POST, at most `limit` bytes, and pass it to
+    /// [`Engine::handle_request_body`].
+    ReadBody {
+        /// The request.
+        request: RequestId,
+        /// The largest body accepted.
+        limit: usize,
+    },
+    /// Drop this request's connection without an answer (the reference destroys it).
+    Abort {
+        /// The request.
+        request: RequestId,
+    },
+    /// Accept this WebSocket upgrade with a 101 (the caller derives `Sec-WebSocket-Accept`), then
+    /// call [`Engine::handle_ws_open`].
+    AcceptWebSocket {
+        /// The request.
+        request: RequestId,
+        /// Extra headers for the 101.
+        headers: HeaderMap,
+    },
+    /// Send a frame on a WebSocket.
+    Frame {
+        /// The WebSocket.
+        request: RequestId,
+        /// The frame.
+        frame: Frame,
+    },
+    /// Close a WebSocket.
+    CloseWebSocket {
+        /// The WebSocket.
+        request: RequestId,
+    },
+}
+
+/// The body of a POST could not be taken.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum BodyError {
+    /// Larger than the limit of [`Transmit::ReadBody`].
+    TooLarge,
+}
+
+/// A message could not be queued.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum SendError {
+    /// The session is closed (or never existed).
+    UnknownSession,
+    /// The session is closing.
+    Closing,
+}
+
+impl std::fmt::Display for SendError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            SendError::UnknownSession => "unknown session",
+            SendError::Closing => "session is closing",
+        })
+    }
+}
+
+impl std::error::Error for SendError {}
+
+/// What a request in flight is to the engine.
+#[derive(Debug)]
+enum Role {
+    /// A parked long-polling GET.
+    Poll(SessionId),
+    /// A POST waiting for its body.
+    Post(SessionId),
+    /// An accepted WebSocket that will open a new session.
+    WsHandshake(Box<Handshake>),
+    /// An accepted WebSocket that will try to upgrade the session with this id.
+    WsUpgradePending(Sid),
+    /// An accepted WebSocket that is closed as soon as it opens.
+    WsReject,
+    /// A WebSocket upgrading a session.
+    WsUpgrade(SessionId),
+    /// The WebSocket carrying a session.
+    WebSocket(SessionId),
+}
+
+/// The Engine.IO server state machine. See the [module docs](self) for the drain contract.
+pub struct Engine {
+    config: EngineConfig,
+    ids: IdGenerator,
+    sessions: Slab<Session>,
+    next_generation: u32,
+    by_sid: HashMap<Sid, SessionId>,
+    requests: HashMap<RequestId, Role>,
+    timers: BTreeSet<(Instant, SessionId, TimerKind)>,
+    transmits: VecDeque<Transmit>,
+    events: VecDeque<EngineEvent>,
+    /// Polling sessions with packets for a parked GET, flushed in this order.
+    dirty: Vec<SessionId>,
+}
+
+impl Engine {
+    /// A server with `config`, starting at `now`.
+    pub fn new(config: EngineConfig, now: Instant) -> Engine {
+        let _ = now;
+        Engine {
+            ids: IdGenerator::new(config.rng_seed),
+            config,
+            sessions: Slab::new(),
+            next_generation: 0,
+            by_sid: HashMap::new(),
+            requests: HashMap::new(),
+            timers: BTreeSet::new(),
+            transmits: VecDeque::new(),
+            events: VecDeque::new(),
+            dirty: Vec::new(),
+        }
+    }
+
+    /// The configuration.
+    pub fn config(&self) -> &EngineConfig {
+        &self.config
+    }
+
+    /// Whether a request for `path` is for this server (prefix match on the configured path).
+    pub fn accepts(&self, path: &str) -> bool {
+        path.starts_with(&self.config.path)
+    }
+
+    /// The number of open sessions.
+    pub fn session_count(&self) -> usize {
+        self.sessions.len()
+    }
+
+    /// The id of a session, if it is open.
+    pub fn sid(&self, session: SessionId) -> Option<Sid> {
+        self.session(session).map(|s| s.sid)
+    }
+
+    /// The current transport of a session, if it is open.
+    pub fn transport(&self, session: SessionId) -> Option<Transport> {
+        self.session(session).map(|s| s.transport)
+    }
+
+    /// The next outgoing item.
+    pub fn poll_transmit(&mut self) -> Option<Transmit> {
+        if !self.dirty.is_empty() {
+            for id in std::mem::take(&mut self.dirty) {
+                if let Some(s) = self.session_mut(id) {
+                    s.dirty = false;
+                    self.flush(id, false);
+                }
+            }
+        }
+        self.transmits.pop_front()
+    }
+
+    /// The next event for the application.
+    pub fn poll_event(&mut self) -> Option<EngineEvent> {
+        self.events.pop_front()
+    }
+
+    /// When [`Engine::handle_timeout`] is due next.
+    pub fn poll_timeout(&self) -> Option<Instant> {
+        self.timers.first().map(|(at, _, _)| *at)
+    }
+
+    /// Queues a message for a session.
+    pub fn send(&mut self, session: SessionId, message: Message) -> Result<(), SendError> {
+        let frame = match message {
+            Message::Text(text) => Frame::text_message(&text),
+            Message::Binary(data) => Frame::Binary(data),
+        };
+        self.send_frame(session, frame)
+    }
+
+    /// Queues an already encoded message packet, e.g. one encoded once for many sessions.
+    pub fn send_frame(&mut self, session: SessionId, frame: Frame) -> Result<(), SendError> {
+        let s = self.session(session).ok_or(SendError::UnknownSession)?;
+        if s.closing {
+            return Err(SendError::Closing);
+        }
+        self.queue(session, frame);
+        let over = self
+            .session(session)
+            .is_some_and(|s| s.buffered_bytes > self.config.max_buffered_bytes);
+        if over {
+            self.close_session(
+                session,
+                CloseReason::TransportError,
+                "write buffer full",
+                false,
+            );
+        }
+        Ok(())
+    }
+
+    /// Closes a session from the server side (`forced close`): what is queued still reaches the
+    /// client, then the `close` packet.
+    pub fn close(&mut self, now: Instant, session: SessionId) {
+        let Some(s) = self.session_mut(session) else {
+            return;
+        };
+        if s.closing {
+            return;
+        }
+        s.closing = true;
+        self.cancel_upgrade(session, true);
+        let Some(s) = self.session(session) else {
+            return;
+        };
+        match s.transport {
+            Transport::WebSocket => {
+                self.close_session(session, CloseReason::ForcedClose, "", false);
+            }
+            Transport::Polling => {
+                if s.get.is_some() {
+                    self.flush(session, false);
+                } else {
+                    let at = now + self.config.close_timeout;
+                    self.set_timer(session, TimerKind::Close, Some(at));
+                }
+            }
+        }
+    }
+
+    /// An HTTP request arrived (its body, for a POST, is asked for with [`Transmit::ReadBody`]).
+    pub fn handle_request(
+        &mut self,
+        now: Instant,
+        request: RequestId,
+        head: &Parts,
+        remote_addr: Option<SocketAddr>,
+    ) {
+        if !self.accepts(head.uri.path()) {
+            self.respond(request, self::http::empty_response(StatusCode::NOT_FOUND));
+            return;
+        }
+        let query = Query::parse(head.uri.query());
+        let upgrade = self::http::is_upgrade(&head.headers);
+        let refuse = |engine: &mut Engine, code: ErrorCode| {
+            let response = if upgrade {
+                self::http::upgrade_error_response(code.message())
+            } else {
+                self::http::error_response(code, None)
+            };
+            engine.respond(request, response);
+        };
+
+        let Some(transport) = query
+            .transport
+            .as_deref()
+            .and_then(Transport::parse)
+            .filter(|t| self.config.transports.contains(*t))
+        else {
+            return refuse(self, ErrorCode::UnknownTransport);
+        };
+        if self::http::origin_is_invalid(&head.headers) {
+            return refuse(self, ErrorCode::BadRequest);
+        }
+
+        if let Some(sid) = query.sid.as_deref() {
+            // A malformed id is an unknown id: it never opens a session.
+            let Some(session) = Sid::parse(sid).and_then(|sid| self.by_sid.get(&sid).copied())
+            else {
+                return refuse(self, ErrorCode::UnknownSid);
+            };
+            let current = self.session(session).map(|s| s.transport);
+            if !upgrade && current != Some(transport) {
+                return refuse(self, ErrorCode::BadRequest);
+            }
+            if query.eio.as_deref() != Some("4") {
+                return refuse(self, ErrorCode::BadRequest);
+            }
+            if upgrade {
+                if let Some(message) =
+                    self::http::websocket_handshake_error(&head.method, &head.headers)
+                {
+                    self.respond(request, self::http::upgrade_error_response(message));
+                    return;
+                }
+                let role = match (transport, self.sid(session)) {
+                    (Transport::WebSocket, Some(sid)) => Role::WsUpgradePending(sid),
+                    _ => Role::WsReject,
+                };
+                self.accept_websocket(request, role);
+                return;
+            }
+            match head.method {
+                Method::GET => self.on_poll(request, session),
+                Method::POST => self.on_post(request, session, &head.headers),
+                _ => self.respond(
+                    request,
+                    self::http::empty_response(StatusCode::INTERNAL_SERVER_ERROR),
+                ),
+            }
+            return;
+        }
+
+        if head.method != Method::GET {
+            return refuse(self, ErrorCode::BadHandshakeMethod);
+        }
+        if transport == Transport::WebSocket && !upgrade {
+            return refuse(self, ErrorCode::BadRequest);
+        }
+        if query.eio.as_deref() != Some("4") {
+            return refuse(self, ErrorCode::UnsupportedProtocolVersion);
+        }
+        let handshake = Box::new(Handshake {
+            uri: copy_uri(&head.uri),
+            headers: copy_headers(&head.headers),
+            remote_addr,
+            transport,
+        });
+        if upgrade {
+            if let Some(message) =
+                self::http::websocket_handshake_error(&head.method, &head.headers)
+            {
+                self.respond(request, self::http::upgrade_error_response(message));
+                return;
+            }
+            let role = match transport {
+                Transport::WebSocket => Role::WsHandshake(handshake),
+                Transport::Polling => Role::WsReject,
+            };
+            self.accept_websocket(request, role);
+            return;
+        }
+        let session = self.open_session(now, request, Transport::Polling, handshake);
+        self.flush(session, false);
+    }
+
+    /// The body of a POST that the engine asked for with [`Transmit::ReadBody`].
+    pub fn handle_request_body(
+        &mut self,
+        now: Instant,
+        request: RequestId,
+        body: Result<Bytes, BodyError>,
+    ) {
+        let Some(Role::Post(session)) = self.requests.get(&request) else {
+            return;
+        };
+        let session = *session;
+        let body = match body {
+            Ok(body) => body,
+            Err(BodyError::TooLarge) => {
+                self.requests.remove(&request);
+                if let Some(s) = self.session_mut(session) {
+                    s.post = None;
+                }
+                self.respond(
+                    request,
+                    self::http::empty_response(StatusCode::PAYLOAD_TOO_LARGE),
+                );
+                return;
+            }
+        };
+        // Node reads the body as UTF-8 text, replacing invalid sequences.
+        let text = match ByteString::try_from(body.clone()) {
+            Ok(text) => text,
+            Err(_) => ByteString::from(String::from_utf8_lossy(&body).into_owned()),
+        };
+        let mut closed_by_client = false;
+        for packet in self::payload::decode_payload(&text) {
+            match packet {
+                Ok(Packet::Close) => {
+                    closed_by_client = true;
+                    self.close_session(session, CloseReason::TransportClose, "", true);
+                    break;
+                }
+                Ok(packet) => self.on_packet(now, session, packet),
+                Err(DecodeError) => {
+                    self.close_session(session, CloseReason::ParseError, "", false);
+                    break;
+                }
+            }
+            if self.session(session).is_none() {
+                break;
+            }
+        }
+        if self.session(session).is_some() || closed_by_client {
+            self.requests.remove(&request);
+            if let Some(s) = self.session_mut(session) {
+                s.post = None;
+            }
+            self.respond(request, self::http::post_ok_response());
+        }
+    }
+
+    /// The client went away from a request or WebSocket before the engine was done with it.
+    pub fn handle_closed(&mut self, now: Instant, request: RequestId) {
+        let _ = now;
+        self.end_request(request, None);
+    }
+
+    /// Reading a WebSocket failed (protocol violation, message over the limit, I/O error).
+    pub fn handle_ws_error(&mut self, now: Instant, request: RequestId, description: &'static str) {
+        let _ = now;
+        self.end_request(request, Some(description));
+    }
+
+    /// The WebSocket accepted with [`Transmit::AcceptWebSocket`] is open.
+    pub fn handle_ws_open(&mut self, now: Instant, request: RequestId) {
+        let Some(role) = self.requests.remove(&request) else {
+            return;
+        };
+        match role {
+            Role::WsHandshake(handshake) => {
+                self.open_session(now, request, Transport::WebSocket, handshake);
+            }
+            Role::WsUpgradePending(sid) => {
+                let usable = self.by_sid.get(&sid).copied().filter(|id| {
+                    self.session(*id).is_some_and(|s| {
+                        s.transport == Transport::Polling
+                            && s.upgrade.is_none()
+                            && !s.upgraded
+                            && !s.closing
+                    })
+                });
+                let Some(session) = usable else {
+                    self.transmits
+                        .push_back(Transmit::CloseWebSocket { request });
+                    return;
+                };
+                if let Some(s) = self.session_mut(session) {
+                    s.upgrade = Some(Upgrade {
+                        ws: request,
+                        probed: false,
+                    });
+                }
+                self.requests.insert(request, Role::WsUpgrade(session));
+                let at = now + self.config.upgrade_timeout;
+                self.set_timer(session, TimerKind::Upgrade, Some(at));
+            }
+            Role::WsReject => {
+                self.transmits
+                    .push_back(Transmit::CloseWebSocket { request });
+            }
+            other => {
+                self.requests.insert(request, other);
+            }
+        }
+    }
+
+    /// A frame arrived on a WebSocket.
+    pub fn handle_ws_frame(&mut self, now: Instant, request: RequestId, frame: Frame) {
+        match self.requests.get(&request) {
+            Some(Role::WebSocket(session)) => {
+                let session = *session;
+                match Packet::decode_frame(&frame) {
+                    Ok(Packet::Close) => {
+                        self.close_session(session, CloseReason::TransportClose, "", true)
+                    }
+                    Ok(packet) => self.on_packet(now, session, packet),
+                    Err(DecodeError) => {
+                        self.close_session(session, CloseReason::ParseError, "", false)
+                    }
+                }
+            }
+            Some(Role::WsUpgrade(session)) => {
+                let session = *session;
+                self.on_upgrade_frame(session, request, &frame);
+            }
+            _ => {}
+        }
+    }
+
+    /// Time passed: fires every timer due at `now`.
+    pub fn handle_timeout(&mut self, now: Instant) {
+        while let Some(&(at, session, kind)) = self.timers.first() {
+            if at > now {
+                break;
+            }
+            self.timers.pop_first();
+            if let Some(s) = self.session_mut(session) {
+                s.timers[kind as usize] = None;
+            }
+            match kind {
+                TimerKind::Ping => self.send_ping(now, session),
+                TimerKind::PingTimeout => {
+                    self.close_session(session, CloseReason::PingTimeout, "", false)
+                }
+                TimerKind::Upgrade => self.cancel_upgrade(session, true),
+                TimerKind::Close => {
+                    self.close_session(session, CloseReason::ForcedClose, "", false)
+                }
+            }
+        }
+    }
+
+    fn session(&self, id: SessionId) -> Option<&Session> {
+        self.sessions
+            .get(id.index as usize)
+            .filter(|s| s.generation == id.generation)
+    }
+
+    fn session_mut(&mut self, id: SessionId) -> Option<&mut Session> {
+        self.sessions
+            .get_mut(id.index as usize)
+            .filter(|s| s.generation == id.generation)
+    }
+
+    fn respond(&mut self, request: RequestId, response: Response<Bytes>) {
+        self.transmits
+            .push_back(Transmit::Response { request, response });
+    }
+
+    fn accept_websocket(&mut self, request: RequestId, role: Role) {
+        self.requests.insert(request, role);
+        self.transmits.push_back(Transmit::AcceptWebSocket {
+            request,
+            headers: HeaderMap::new(),
+        });
+    }
+
+    /// Opens a session carried by `request`: the handshake GET or the WebSocket.
+    fn open_session(
+        &mut self,
+        now: Instant,
+        request: RequestId,
+        transport: Transport,
+        handshake: Box<Handshake>,
+    ) -> SessionId {
+        let mut sid = self.ids.next_sid();
+        // Ids are random; a collision with a live session is astronomically unlikely but cheap to
+        // rule out.
+        while self.by_sid.contains_key(&sid) {
+            sid = self.ids.next_sid();
+        }
+        self.next_generation = self.next_generation.wrapping_add(1);
+        let generation = self.next_generation;
+        let mut session = Session::new(sid, generation, transport);
+        match transport {
+            Transport::Polling => session.get = Some(request),
+            Transport::WebSocket => session.ws = Some(request),
+        }
+        let index = self.sessions.insert(session);
+        let id = SessionId {
+            index: index as u32,
+            generation,
+        };
+        self.by_sid.insert(sid, id);
+        let role = match transport {
+            Transport::Polling => Role::Poll(id),
+            Transport::WebSocket => Role::WebSocket(id),
+        };
+        self.requests.insert(request, role);
+        let upgrades = if transport == Transport::Polling
+            && self.config.allow_upgrades
+            && self.config.transports.websocket
+        {
+            "[\"websocket\"]"
+        } else {
+            "[]"
+        };
+        let open = format!(
+            "{{\"sid\":\"{}\",\"upgrades\":{},\"pingInterval\":{},\"pingTimeout\":{},\"maxPayload\":{}}}",
+            sid,
+            upgrades,
+            self.config.ping_interval.as_millis(),
+            self.config.ping_timeout.as_millis(),
+            self.config.max_http_buffer_size,
+        );
+        self.queue(id, Packet::Open(ByteString::from(open)).encode());
+        let at = now + self.config.ping_interval;
+        self.set_timer(id, TimerKind::Ping, Some(at));
+        self.events.push_back(EngineEvent::Open {
+            session: id,
+            handshake,
+        });
+        id
+    }
+
+    /// Queues a frame: WebSocket frames leave at once, polling frames wait for a GET.
+    fn queue(&mut self, id: SessionId, frame: Frame) {
+        let Some(s) = self.session_mut(id) else {
+            return;
+        };
+        match (s.transport, s.ws) {
+            (Transport::WebSocket, Some(ws)) => {
+                self.transmits
+                    .push_back(Transmit::Frame { request: ws, frame });
+            }
+            _ => {
+                s.buffered_bytes += frame.payload_item_len() + 1;
+                s.buffer.push_back(frame);
+                if !s.dirty && s.get.is_some() {
+                    s.dirty = true;
+                    self.dirty.push(id);
+                }
+            }
+        }
+    }
+
+    /// Answers the parked GET with the buffered packets (and the `close` packet when the server is
+    /// closing), or with a `noop` when `noop_if_empty`.
+    fn flush(&mut self, id: SessionId, noop_if_empty: bool) {
+        let Some(s) = self.session_mut(id) else {
+            return;
+        };
+        let Some(get) = s.get else {
+            return;
+        };
+        if s.buffer.is_empty() && !s.closing && !noop_if_empty {
+            return;
+        }
+        let closing = s.closing;
+        if s.buffer.is_empty() && !closing {
+            s.buffer.push_back(Packet::Noop.encode());
+        }
+        if closing {
+            s.buffer.push_back(Packet::Close.encode());
+        }
+        let body = self::payload::encode_payload(&s.buffer);
+        s.buffer.clear();
+        s.buffered_bytes = 0;
+        s.get = None;
+        self.requests.remove(&get);
+        self.respond(get, self::http::payload_response(body));
+        if closing {
+            self.close_session(id, CloseReason::ForcedClose, "", false);
+        }
+    }
+
+    fn on_poll(&mut self, request: RequestId, id: SessionId) {
+        let Some(s) = self.session_mut(id) else {
+            return;
+        };
+        if s.get.is_some() {
+            self.close_session(
+                id,
+                CloseReason::TransportError,
+                "overlap from client",
+                false,
+            );
+            self.respond(request, self::http::empty_response(StatusCode::BAD_REQUEST));
+            return;
+        }
+        s.get = Some(request);
+        let probed = s.upgrade.as_ref().is_some_and(|u| u.probed);
+        self.requests.insert(request, Role::Poll(id));
+        self.flush(id, probed);
+    }
+
+    fn on_post(&mut self, request: RequestId, id: SessionId, headers: &HeaderMap) {
+        let Some(s) = self.session_mut(id) else {
+            return;
+        };
+        let description = if s.post.is_some() {
+            "data request overlap from client"
+        } else if headers
+            .get(::http::header::CONTENT_TYPE)
+            .is_some_and(|v| v == "application/octet-stream")
+        {
+            "invalid content"
+        } else {
+            s.post = Some(request);
+            self.requests.insert(request, Role::Post(id));
+            self.transmits.push_back(Transmit::ReadBody {
+                request,
+                limit: self.config.max_http_buffer_size,
+            });
+            return;
+        };
+        self.close_session(id, CloseReason::TransportError, description, false);
+        self.respond(request, self::http::empty_response(StatusCode::BAD_REQUEST));
+    }
+
+    /// A packet on the session's current transport.
+    fn on_packet(&mut self, now: Instant, id: SessionId, packet: Packet) {
+        let Some(s) = self.session_mut(id) else {
+            return;
+        };
+        if let Packet::Pong(_) = packet {
+            s.awaiting_pong = false;
+            self.set_timer(id, TimerKind::PingTimeout, None);
+            let at = now + self.config.ping_interval;
+            self.set_timer(id, TimerKind::Ping, Some(at));
+            return;
+        }
+        // engine.io 6.6.12: any other packet while a pong is awaited extends the timeout once, so
+        // a busy client is not dropped for a pong stuck behind its own data.
+        if s.awaiting_pong && !s.ping_timeout_extended {
+            s.ping_timeout_extended = true;
+            let at = now + self.config.ping_timeout;
+            self.set_timer(id, TimerKind::PingTimeout, Some(at));
+        }
+        match packet {
+            Packet::Ping(_) => self.close_session(
+                id,
+                CloseReason::TransportError,
+                "invalid heartbeat direction",
+                false,
+            ),
+            Packet::Message(message) => self.events.push_back(EngineEvent::Message {
+                session: id,
+                message,
+            }),
+            // Open, upgrade and noop mean nothing on an established transport; close is handled by
+            // the transports.
+            _ => {}
+        }
+    }
+
+    fn on_upgrade_frame(&mut self, id: SessionId, ws: RequestId, frame: &Frame) {
+        match Packet::decode_frame(frame) {
+            Ok(Packet::Ping(data)) if &*data == "probe" => {
+                self.transmits.push_back(Transmit::Frame {
+                    request: ws,
+                    frame: Packet::Pong(ByteString::from_static("probe")).encode(),
+                });
+                if let Some(s) = self.session_mut(id) {
+                    if let Some(upgrade) = s.upgrade.as_mut() {
+                        upgrade.probed = true;
+                    }
+                }
+                // Release the parked poll so the client can pause polling and send `5`.
+                self.flush(id, true);
+            }
+            Ok(Packet::Upgrade) => self.complete_upgrade(id, ws),
+            _ => self.cancel_upgrade(id, true),
+        }
+    }
+
+    fn complete_upgrade(&mut self, id: SessionId, ws: RequestId) {
+        self.set_timer(id, TimerKind::Upgrade, None);
+        // A poll still parked is released; the client has discarded that transport.
+        self.flush(id, true);
+        let Some(s) = self.session_mut(id) else {
+            return;
+        };
+        s.upgrade = None;
+        s.upgraded = true;
+        s.transport = Transport::WebSocket;
+        s.ws = Some(ws);
+        let closing = s.closing;
+        let buffered: Vec<Frame> = s.buffer.drain(..).collect();
+        s.buffered_bytes = 0;
+        self.requests.insert(ws, Role::WebSocket(id));
+        for frame in buffered {
+            self.transmits
+                .push_back(Transmit::Frame { request: ws, frame });
+        }
+        self.events.push_back(EngineEvent::Upgrade { session: id });
+        if closing {
+            self.close_session(id, CloseReason::ForcedClose, "", false);
+        }
+    }
+
+    /// Abandons an upgrade in progress; the session goes on with polling.
+    fn cancel_upgrade(&mut self, id: SessionId, close_ws: bool) {
+        let Some(s) = self.session_mut(id) else {
+            return;
+        };
+        let Some(upgrade) = s.upgrade.take() else {
+            return;
+        };
+        self.requests.remove(&upgrade.ws);
+        self.set_timer(id, TimerKind::Upgrade, None);
+        if close_ws {
+            self.transmits.push_back(Transmit::CloseWebSocket {
+                request: upgrade.ws,
+            });
+        }
+    }
+
+    fn send_ping(&mut self, now: Instant, id: SessionId) {
+        let Some(s) = self.session_mut(id) else {
+            return;
+        };
+        s.awaiting_pong = true;
+        s.ping_timeout_extended = false;
+        let at = now + self.config.ping_timeout;
+        self.set_timer(id, TimerKind::PingTimeout, Some(at));
+        self.queue(id, Packet::Ping(ByteString::new()).encode());
+    }
+
+    /// The client is gone from `request`; `error` is set when a WebSocket failed rather than closed.
+    fn end_request(&mut self, request: RequestId, error: Option<&'static str>) {
+        let Some(role) = self.requests.remove(&request) else {
+            return;
+        };
+        match role {
+            Role::Poll(id) => {
+                if let Some(s) = self.session_mut(id) {
+                    s.get = None;
+                }
+                self.close_session(
+                    id,
+                    CloseReason::TransportError,
+                    "poll connection closed prematurely",
+                    false,
+                );
+            }
+            Role::Post(id) => {
+                if let Some(s) = self.session_mut(id) {
+                    s.post = None;
+                }
+                self.close_session(
+                    id,
+                    CloseReason::TransportError,
+                    "data request connection closed prematurely",
+                    false,
+                );
+            }
+            Role::WebSocket(id) => {
+                if let Some(s) = self.session_mut(id) {
+                    s.ws = None;
+                }
+                match error {
+                    Some(description) => {
+                        self.close_session(id, CloseReason::TransportError, description, false)
+                    }
+                    None => self.close_session(id, CloseReason::TransportClose, "", false),
+                }
+            }
+            Role::WsUpgrade(id) => {
+                self.requests.insert(request, Role::WsUpgrade(id));
+                self.cancel_upgrade(id, false);
+            }
+            Role::WsHandshake(_) | Role::WsUpgradePending(_) | Role::WsReject => {}
+        }
+    }
+
+    /// Closes a session for good and tells the application. `by_client_close` is set when the client
+    /// sent `close`: a parked poll then gets `noop` instead of `close`.
+    fn close_session(
+        &mut self,
+        id: SessionId,
+        reason: CloseReason,
+        description: &'static str,
+        by_client_close: bool,
+    ) {
+        self.cancel_upgrade(id, true);
+        if self.session(id).is_none() {
+            return;
+        }
+        let s = self.sessions.remove(id.index as usize);
+        self.by_sid.remove(&s.sid);
+        for (kind, at) in s.timers.iter().enumerate() {
+            if let Some(at) = at {
+                self.timers.remove(&(*at, id, timer_kind(kind)));
+            }
+        }
+        if let Some(get) = s.get {
+            self.requests.remove(&get);
+            let last = if by_client_close {
+                Packet::Noop
+            } else {
+                Packet::Close
+            };
+            let body = self::payload::encode_payload(&[last.encode()]);
+            self.respond(get, self::http::payload_response(body));
+        }
+        if let Some(post) = s.post {
+            // The reference destroys a POST still being processed, except when it carried the
+            // client's own `close`.
+            if !by_client_close {
+                self.requests.remove(&post);
+                self.transmits.push_back(Transmit::Abort { request: post });
+            }
+        }
+        if let Some(ws) = s.ws {
+            if self.requests.remove(&ws).is_some() {
+                self.transmits
+                    .push_back(Transmit::CloseWebSocket { request: ws });
+            }
+        }
+        self.events.push_back(EngineEvent::Close {
+            session: id,
+            reason,
+            description,
+        });
+    }
+
+    fn set_timer(&mut self, id: SessionId, kind: TimerKind, at: Option<Instant>) {
+        let Some(s) = self.session_mut(id) else {
+            return;
+        };
+        let old = std::mem::replace(&mut s.timers[kind as usize], at);
+        if let Some(old) = old {
+            self.timers.remove(&(old, id, kind));
+        }
+        if let Some(at) = at {
+            self.timers.insert((at, id, kind));
+        }
+    }
+}
+
+fn timer_kind(index: usize) -> TimerKind {
+    match index {
+        0 => TimerKind::Ping,
+        1 => TimerKind::PingTimeout,
+        2 => TimerKind::Upgrade,
+        _ => TimerKind::Close,
+    }
+}
+
+/// Copies a URI into a fresh allocation so it pins no buffer of the HTTP server.
+fn copy_uri(uri: &Uri) -> Uri {
+    let s = uri.path_and_query().map(|pq| pq.as_str()).unwrap_or("/");
+    Uri::try_from(s).unwrap_or_default()
+}
+
+/// Copies headers into fresh allocations so they pin no buffer of the HTTP server.
+fn copy_headers(headers: &HeaderMap) -> HeaderMap {
+    let mut out = HeaderMap::with_capacity(headers.len());
+    for (name, value) in headers {
+        if let Ok(value) = HeaderValue::from_bytes(value.as_bytes()) {
+            out.append(name.clone(), value);
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests;

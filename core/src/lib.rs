@@ -1,0 +1,11 @@
+//! The deterministic sans-IO core of **sio**, a Socket.IO v4 server.
+//!
+//! This crate holds every protocol rule and no I/O: it never reads the clock, never spawns, never
+//! touches a socket. Time comes in as `now: Instant`, randomness from a seedable generator, and
+//! everything the server has to send is drained by the caller. The runtime crates (`sio-tokio`, ...)
+//! drive it; so can a test with virtual time or a hand-written event loop.
+//!
+//! - [`engine`]: the Engine.IO v4 server (polling, WebSocket, upgrade, heartbeat).
+#![forbid(unsafe_code)]
+
+pub mod engine;

@@ -1,0 +1,406 @@
+//! The driver task: the one owner of the core. Connections reach it through a bounded channel; after
+//! every input it drains the core's output to the connections and the application, then sleeps until
+//! the next input or the core's next timeout.
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Instant;
+
+use async_channel::{Receiver, Sender, TrySendError};
+use bytes::Bytes;
+use futures_lite::future;
+use http::HeaderMap;
+use http::request::Parts;
+use sio_core::engine::{BodyError, Engine, EngineEvent, Frame, RequestId, Transmit};
+
+use crate::Runtime;
+
+/// The network side of a sans-IO state machine, as the driver feeds it (see the drain contract of
+/// `sio_core::engine`).
+pub trait Core: Send + 'static {
+    /// What the core tells the application.
+    type Event: Send;
+    /// See `Engine::handle_request`.
+    fn handle_request(
+        &mut self,
+        now: Instant,
+        request: RequestId,
+        head: &Parts,
+        remote: Option<SocketAddr>,
+    );
+    /// See `Engine::handle_request_body`.
+    fn handle_request_body(
+        &mut self,
+        now: Instant,
+        request: RequestId,
+        body: Result<Bytes, BodyError>,
+    );
+    /// See `Engine::handle_closed`.
+    fn handle_closed(&mut self, now: Instant, request: RequestId);
+    /// See `Engine::handle_ws_open`.
+    fn handle_ws_open(&mut self, now: Instant, request: RequestId);
+    /// See `Engine::handle_ws_frame`.
+    fn handle_ws_frame(&mut self, now: Instant, request: RequestId, frame: Frame);
+    /// See `Engine::handle_ws_error`.
+    fn handle_ws_error(&mut self, now: Instant, request: RequestId, description: &'static str);
+    /// See `Engine::handle_timeout`.
+    fn handle_timeout(&mut self, now: Instant);
+    /// See `Engine::poll_transmit`.
+    fn poll_transmit(&mut self) -> Option<Transmit>;
+    /// See `Engine::poll_event`.
+    fn poll_event(&mut self) -> Option<Self::Event>;
+    /// See `Engine::poll_timeout`.
+    fn poll_timeout(&self) -> Option<Instant>;
+    /// The largest WebSocket message accepted.
+    fn max_message_size(&self) -> usize;
+}
+
+impl Core for Engine {
+    type Event = EngineEvent;
+    fn handle_request(
+        &mut self,
+        now: Instant,
+        request: RequestId,
+        head: &Parts,
+        remote: Option<SocketAddr>,
+    ) {
+        Engine::handle_request(self, now, request, head, remote)
+    }
+    fn handle_request_body(
+        &mut self,
+        now: Instant,
+        request: RequestId,
+        body: Result<Bytes, BodyError>,
+    ) {
+        Engine::handle_request_body(self, now, request, body)
+    }
+    fn handle_closed(&mut self, now: Instant, request: RequestId) {
+        Engine::handle_closed(self, now, request)
+    }
+    fn handle_ws_open(&mut self, now: Instant, request: RequestId) {
+        Engine::handle_ws_open(self, now, request)
+    }
+    fn handle_ws_frame(&mut self, now: Instant, request: RequestId, frame: Frame) {
+        Engine::handle_ws_frame(self, now, request, frame)
+    }
+    fn handle_ws_error(&mut self, now: Instant, request: RequestId, description: &'static str) {
+        Engine::handle_ws_error(self, now, request, description)
+    }
+    fn handle_timeout(&mut self, now: Instant) {
+        Engine::handle_timeout(self, now)
+    }
+    fn poll_transmit(&mut self) -> Option<Transmit> {
+        Engine::poll_transmit(self)
+    }
+    fn poll_event(&mut self) -> Option<EngineEvent> {
+        Engine::poll_event(self)
+    }
+    fn poll_timeout(&self) -> Option<Instant> {
+        Engine::poll_timeout(self)
+    }
+    fn max_message_size(&self) -> usize {
+        self.config().max_http_buffer_size
+    }
+}
+
+/// The application: reacts to the core's events, with the core at hand to answer synchronously.
+pub trait App<C: Core>: Send + 'static {
+    /// Handles one event.
+    fn handle_event(&mut self, core: &mut C, now: Instant, event: C::Event);
+    /// Runs an application command sent from outside the driver (an [`crate::EngineHandle`]).
+    fn handle_command(&mut self, core: &mut C, now: Instant, command: AppCommand<C>) {
+        command(core, now)
+    }
+}
+
+/// A command from outside the driver: runs on the driver with the core.
+pub type AppCommand<C> = Box<dyn FnOnce(&mut C, Instant) + Send>;
+
+/// Bounds of the glue's queues and buffers.
+#[derive(Clone, Debug)]
+pub struct Limits {
+    /// Inputs waiting for the driver.
+    pub driver_queue: usize,
+    /// Frames waiting to be written to one WebSocket; a client that reads slower than this is
+    /// disconnected with `transport error`.
+    pub ws_queue: usize,
+    /// Read buffer of a WebSocket, kept small: idle memory per connection matters.
+    pub ws_read_buffer: usize,
+    /// Largest request head.
+    pub max_header_size: usize,
+    /// Time a client has to send a request head.
+    pub header_read_timeout: std::time::Duration,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Limits {
+            driver_queue: 4096,
+            ws_queue: 1024,
+            ws_read_buffer: 4096,
+            max_header_size: 16 * 1024,
+            header_read_timeout: std::time::Duration::from_secs(30),
+        }
+    }
+}
+
+/// What the driver tells a request's handler.
+pub(crate) enum Outcome {
+    Response(http::Response<Bytes>),
+    ReadBody(usize),
+    Abort,
+    AcceptWebSocket(HeaderMap),
+}
+
+/// What the driver tells a WebSocket's task.
+pub(crate) enum WsOut {
+    Frame(Frame),
+    Close,
+}
+
+/// An input for the driver.
+pub(crate) enum Command<C: Core> {
+    Request {
+        id: RequestId,
+        head: Box<Parts>,
+        remote: Option<SocketAddr>,
+        reply: Sender<Outcome>,
+    },
+    Body {
+        id: RequestId,
+        body: Result<Bytes, BodyError>,
+    },
+    Closed {
+        id: RequestId,
+    },
+    WsOpen {
+        id: RequestId,
+        out: Sender<WsOut>,
+    },
+    WsFrame {
+        id: RequestId,
+        frame: Frame,
+    },
+    WsError {
+        id: RequestId,
+        description: &'static str,
+    },
+    App(AppCommand<C>),
+}
+
+/// Where the driver sends what the core produced for one request.
+enum Slot {
+    Http(Sender<Outcome>),
+    Ws(Sender<WsOut>),
+}
+
+/// The shared handle to a running driver.
+pub(crate) struct Shared<C: Core> {
+    pub runtime: Arc<dyn Runtime>,
+    pub commands: Sender<Command<C>>,
+    pub limits: Limits,
+    pub max_message_size: usize,
+    next_request: AtomicU64,
+}
+
+impl<C: Core> Shared<C> {
+    pub fn next_request_id(&self) -> RequestId {
+        RequestId(self.next_request.fetch_add(1, Ordering::Relaxed))
+    }
+
+    /// Sends a command that must not be lost even from a context that cannot wait (a `Drop`).
+    pub fn send_now(&self, command: Command<C>) {
+        match self.commands.try_send(command) {
+            Ok(()) | Err(TrySendError::Closed(_)) => {}
+            Err(TrySendError::Full(command)) => {
+                let commands = self.commands.clone();
+                self.runtime.spawn(Box::pin(async move {
+                    let _ = commands.send(command).await;
+                }));
+            }
+        }
+    }
+}
+
+/// Starts the driver for `core` and `app` on `runtime`.
+pub(crate) fn spawn<C: Core, A: App<C>>(
+    runtime: Arc<dyn Runtime>,
+    core: C,
+    app: A,
+    limits: Limits,
+) -> Arc<Shared<C>> {
+    let (tx, rx) = async_channel::bounded(limits.driver_queue);
+    let shared = Arc::new(Shared {
+        runtime: runtime.clone(),
+        commands: tx,
+        max_message_size: core.max_message_size(),
+        limits,
+        next_request: AtomicU64::new(1),
+    });
+    let driver = Driver {
+        core,
+        app,
+        runtime: runtime.clone(),
+        commands: rx,
+        slots: HashMap::new(),
+    };
+    runtime.spawn(Box::pin(driver.run()));
+    shared
+}
+
+struct Driver<C: Core, A: App<C>> {
+    core: C,
+    app: A,
+    runtime: Arc<dyn Runtime>,
+    commands: Receiver<Command<C>>,
+    slots: HashMap<RequestId, Slot>,
+}
+
+impl<C: Core, A: App<C>> Driver<C, A> {
+    async fn run(mut self) {
+        let mut timer = self.runtime.new_timer(self.runtime.now());
+        let mut armed: Option<Instant> = None;
+        loop {
+            self.drain();
+            let deadline = self.core.poll_timeout();
+            // Check the clock before the timer: a timer may report Pending past its deadline.
+            if let Some(at) = deadline {
+                let now = self.runtime.now();
+                if at <= now {
+                    self.core.handle_timeout(now);
+                    continue;
+                }
+                if armed != Some(at) {
+                    timer.as_mut().reset(at);
+                    armed = Some(at);
+                }
+            }
+            let next = future::or(async { self.commands.recv().await.ok() }, async {
+                match deadline {
+                    Some(_) => {
+                        future::poll_fn(|cx| timer.as_mut().poll(cx)).await;
+                        None
+                    }
+                    None => future::pending().await,
+                }
+            })
+            .await;
+            match next {
+                Some(command) => {
+                    self.handle(command);
+                    // Take what else is already waiting, draining after each input.
+                    for _ in 0..64 {
+                        let Ok(command) = self.commands.try_recv() else {
+                            break;
+                        };
+                        self.drain();
+                        self.handle(command);
+                    }
+                }
+                None if deadline.is_none() => {}
+                None => {
+                    armed = None;
+                    let now = self.runtime.now();
+                    self.core.handle_timeout(now);
+                }
+            }
+            if self.commands.is_closed() && self.commands.is_empty() && self.slots.is_empty() {
+                return;
+            }
+        }
+    }
+
+    fn handle(&mut self, command: Command<C>) {
+        let now = self.runtime.now();
+        match command {
+            Command::Request {
+                id,
+                head,
+                remote,
+                reply,
+            } => {
+                self.slots.insert(id, Slot::Http(reply));
+                self.core.handle_request(now, id, &head, remote);
+            }
+            Command::Body { id, body } => self.core.handle_request_body(now, id, body),
+            Command::Closed { id } => {
+                self.slots.remove(&id);
+                self.core.handle_closed(now, id);
+            }
+            Command::WsOpen { id, out } => {
+                self.slots.insert(id, Slot::Ws(out));
+                self.core.handle_ws_open(now, id);
+            }
+            Command::WsFrame { id, frame } => self.core.handle_ws_frame(now, id, frame),
+            Command::WsError { id, description } => {
+                self.slots.remove(&id);
+                self.core.handle_ws_error(now, id, description);
+            }
+            Command::App(command) => self.app.handle_command(&mut self.core, now, command),
+        }
+    }
+
+    /// Drains the core until it has nothing more to say.
+    fn drain(&mut self) {
+        loop {
+            let mut progressed = false;
+            while let Some(transmit) = self.core.poll_transmit() {
+                progressed = true;
+                self.route(transmit);
+            }
+            while let Some(event) = self.core.poll_event() {
+                progressed = true;
+                let now = self.runtime.now();
+                self.app.handle_event(&mut self.core, now, event);
+            }
+            if !progressed {
+                return;
+            }
+        }
+    }
+
+    fn route(&mut self, transmit: Transmit) {
+        match transmit {
+            Transmit::Response { request, response } => {
+                if let Some(Slot::Http(reply)) = self.slots.remove(&request) {
+                    let _ = reply.try_send(Outcome::Response(response));
+                }
+            }
+            Transmit::ReadBody { request, limit } => {
+                if let Some(Slot::Http(reply)) = self.slots.get(&request) {
+                    let _ = reply.try_send(Outcome::ReadBody(limit));
+                }
+            }
+            Transmit::Abort { request } => {
+                if let Some(Slot::Http(reply)) = self.slots.remove(&request) {
+                    let _ = reply.try_send(Outcome::Abort);
+                }
+            }
+            Transmit::AcceptWebSocket { request, headers } => {
+                if let Some(Slot::Http(reply)) = self.slots.remove(&request) {
+                    let _ = reply.try_send(Outcome::AcceptWebSocket(headers));
+                }
+            }
+            Transmit::Frame { request, frame } => {
+                if let Some(Slot::Ws(out)) = self.slots.get(&request) {
+                    if let Err(TrySendError::Full(_)) = out.try_send(WsOut::Frame(frame)) {
+                        // The client reads slower than we write: cut it off rather than buffer
+                        // without bound.
+                        if let Some(Slot::Ws(out)) = self.slots.remove(&request) {
+                            let _ = out.force_send(WsOut::Close);
+                        }
+                        let now = self.runtime.now();
+                        self.core.handle_ws_error(now, request, "send queue full");
+                    }
+                }
+            }
+            Transmit::CloseWebSocket { request } => {
+                if let Some(Slot::Ws(out)) = self.slots.remove(&request) {
+                    let _ = out.force_send(WsOut::Close);
+                }
+            }
+        }
+    }
+}

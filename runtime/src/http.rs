@@ -1,0 +1,149 @@
+//! One HTTP/1.1 connection served by hyper: each request goes to the driver, which answers with what
+//! the core decided (a response, a request for the body, an abort or a WebSocket accept).
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use bytes::Bytes;
+use http::header::{CONNECTION, HeaderValue, SEC_WEBSOCKET_ACCEPT, SEC_WEBSOCKET_KEY, UPGRADE};
+use http::{Request, Response, StatusCode};
+use http_body_util::{BodyExt, Full, Limited};
+use hyper::body::Incoming;
+use hyper::server::conn::http1;
+use hyper::service::service_fn;
+use sio_core::engine::{BodyError, RequestId};
+
+use crate::HyperTimer;
+use crate::driver::{Command, Core, Outcome, Shared};
+
+/// The request was dropped on the core's word: hyper closes the connection without an answer.
+#[derive(Debug)]
+struct Aborted;
+
+impl std::fmt::Display for Aborted {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("request aborted")
+    }
+}
+
+impl std::error::Error for Aborted {}
+
+/// Serves one connection until it closes.
+pub(crate) async fn serve_connection<C, I>(
+    shared: Arc<Shared<C>>,
+    io: I,
+    remote: Option<SocketAddr>,
+) where
+    C: Core,
+    I: hyper::rt::Read + hyper::rt::Write + Send + Unpin + 'static,
+{
+    let timer = HyperTimer(shared.runtime.clone());
+    let limits = shared.limits.clone();
+    let service = service_fn(move |req| handle(shared.clone(), req, remote));
+    let mut builder = http1::Builder::new();
+    builder
+        .timer(timer)
+        .header_read_timeout(limits.header_read_timeout)
+        .max_header_size(limits.max_header_size);
+    // Errors here are the peer's (reset, bad request line): hyper has answered what it could.
+    let _ = builder.serve_connection(io, service).with_upgrades().await;
+}
+
+/// Tells the driver if the request's future is dropped before the core was done with it: the
+/// client went away (a parked GET aborted, a POST cut short).
+struct CloseGuard<C: Core> {
+    shared: Arc<Shared<C>>,
+    id: RequestId,
+    armed: bool,
+}
+
+impl<C: Core> Drop for CloseGuard<C> {
+    fn drop(&mut self) {
+        if self.armed {
+            self.shared.send_now(Command::Closed { id: self.id });
+        }
+    }
+}
+
+async fn handle<C: Core>(
+    shared: Arc<Shared<C>>,
+    mut req: Request<Incoming>,
+    remote: Option<SocketAddr>,
+) -> Result<Response<Full<Bytes>>, Aborted> {
+    let on_upgrade = hyper::upgrade::on(&mut req);
+    let (head, body) = req.into_parts();
+    let key = head.headers.get(SEC_WEBSOCKET_KEY).cloned();
+    let id = shared.next_request_id();
+    let (reply, outcome) = async_channel::bounded(1);
+    let command = Command::Request {
+        id,
+        head: Box::new(head),
+        remote,
+        reply,
+    };
+    if shared.commands.send(command).await.is_err() {
+        return Ok(status(StatusCode::SERVICE_UNAVAILABLE));
+    }
+    let mut guard = CloseGuard {
+        shared: shared.clone(),
+        id,
+        armed: true,
+    };
+    let mut body = Some(body);
+    loop {
+        let Ok(outcome) = outcome.recv().await else {
+            guard.armed = false;
+            return Ok(status(StatusCode::SERVICE_UNAVAILABLE));
+        };
+        match outcome {
+            Outcome::Response(response) => {
+                guard.armed = false;
+                return Ok(response.map(Full::new));
+            }
+            Outcome::Abort => {
+                guard.armed = false;
+                return Err(Aborted);
+            }
+            Outcome::ReadBody(limit) => {
+                let Some(body) = body.take() else {
+                    continue;
+                };
+                let body = match Limited::new(body, limit).collect().await {
+                    Ok(collected) => Ok(collected.to_bytes()),
+                    Err(e) if e.is::<http_body_util::LengthLimitError>() => {
+                        Err(BodyError::TooLarge)
+                    }
+                    // The client went away mid-body: the guard reports it.
+                    Err(_) => return Err(Aborted),
+                };
+                let _ = shared.commands.send(Command::Body { id, body }).await;
+            }
+            Outcome::AcceptWebSocket(headers) => {
+                guard.armed = false;
+                let Some(key) = key else {
+                    return Ok(status(StatusCode::BAD_REQUEST));
+                };
+                let mut response = status(StatusCode::SWITCHING_PROTOCOLS);
+                let h = response.headers_mut();
+                h.insert(CONNECTION, HeaderValue::from_static("Upgrade"));
+                h.insert(UPGRADE, HeaderValue::from_static("websocket"));
+                let accept = tungstenite::handshake::derive_accept_key(key.as_bytes());
+                if let Ok(accept) = HeaderValue::from_str(&accept) {
+                    h.insert(SEC_WEBSOCKET_ACCEPT, accept);
+                }
+                for (name, value) in &headers {
+                    h.append(name.clone(), value.clone());
+                }
+                let task = crate::ws::run(shared.clone(), id, on_upgrade);
+                shared.runtime.spawn(Box::pin(task));
+                return Ok(response);
+            }
+        }
+    }
+}
+
+fn status(status: StatusCode) -> Response<Full<Bytes>> {
+    let mut response = Response::new(Full::new(Bytes::new()));
+    *response.status_mut() = status;
+    response
+}

@@ -1,0 +1,75 @@
+//! Runtime-agnostic glue of **sio**: one driver task owns the sans-IO core (`sio-core`), hyper serves
+//! HTTP/1.1, async-tungstenite serves WebSocket, and everything reaches the executor through the
+//! small [`Runtime`] trait. The runtime crates (`sio-tokio`, ...) implement that trait, accept TCP
+//! connections and re-export this crate's API.
+//!
+//! No protocol rule lives here: the glue moves bytes and time between the network and the core.
+#![forbid(unsafe_code)]
+
+mod driver;
+mod engine;
+mod http;
+mod io;
+mod ws;
+
+use std::future::Future;
+use std::pin::Pin;
+use std::task::{Context, Poll};
+use std::time::Instant;
+
+pub use driver::{App, Core, Limits};
+pub use engine::{EngineHandle, EngineHandler, EngineService, EngineSocket};
+pub use sio_core;
+pub use sio_core::engine::{
+    CloseReason, EngineConfig, Frame, Handshake, Message, SessionId, Sid, Transport, Transports,
+};
+
+/// A boxed future the runtime runs to completion.
+pub type BoxFuture = Pin<Box<dyn Future<Output = ()> + Send + 'static>>;
+
+/// What the glue needs from an async runtime: spawning, timers and the clock.
+///
+/// The clock goes through the runtime so that a runtime with simulated time (tokio's paused clock)
+/// drives the core's timers too.
+pub trait Runtime: Send + Sync + 'static {
+    /// Runs `future` in the background.
+    fn spawn(&self, future: BoxFuture);
+    /// A timer that fires at `deadline`.
+    fn new_timer(&self, deadline: Instant) -> Pin<Box<dyn Timer>>;
+    /// The current time.
+    fn now(&self) -> Instant;
+}
+
+/// A resettable timer.
+pub trait Timer: Send + Sync + 'static {
+    /// Moves the deadline.
+    fn reset(self: Pin<&mut Self>, deadline: Instant);
+    /// Ready once the deadline has passed.
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<()>;
+}
+
+/// Adapts a [`Timer`] to `hyper::rt::Sleep`.
+struct HyperSleep(Pin<Box<dyn Timer>>);
+
+impl Future for HyperSleep {
+    type Output = ();
+    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<()> {
+        self.0.as_mut().poll(cx)
+    }
+}
+
+impl hyper::rt::Sleep for HyperSleep {}
+
+/// Gives hyper the runtime's timers (needed for the header-read timeout).
+#[derive(Clone)]
+struct HyperTimer(std::sync::Arc<dyn Runtime>);
+
+impl hyper::rt::Timer for HyperTimer {
+    fn sleep(&self, duration: std::time::Duration) -> Pin<Box<dyn hyper::rt::Sleep>> {
+        Box::pin(HyperSleep(self.0.new_timer(self.0.now() + duration)))
+    }
+
+    fn sleep_until(&self, deadline: Instant) -> Pin<Box<dyn hyper::rt::Sleep>> {
+        Box::pin(HyperSleep(self.0.new_timer(deadline)))
+    }
+}

@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
-# The whole test suite: formatting, lints, Rust tests, then the tests with the official clients.
-# It installs what it needs itself (pinned npm packages from the lockfile).
+# The whole test suite: formatting, lints, Rust tests, then the end-to-end tests with the official
+# clients. It installs what it needs itself: npm packages pinned in tests/js/package-lock.json.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -10,3 +10,10 @@ echo "== cargo clippy"
 cargo clippy --workspace --all-targets --locked -- -D warnings
 echo "== cargo test"
 cargo test --workspace --locked
+echo "== build the example servers"
+cargo build --workspace --bins --locked
+
+echo "== npm ci (tests/js)"
+(cd tests/js && npm ci --no-audit --no-fund --loglevel=error)
+echo "== end-to-end tests with the official clients"
+(cd tests/js && node --test --test-concurrency=1 --test-timeout=60000 .)

@@ -4,7 +4,8 @@
 use std::sync::Arc;
 
 use async_tungstenite::WebSocketStream;
-use async_tungstenite::tungstenite::protocol::{Role, WebSocketConfig};
+use async_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
+use async_tungstenite::tungstenite::protocol::{CloseFrame, Role, WebSocketConfig};
 use async_tungstenite::tungstenite::{Error as WsError, Message as WsMessage, Utf8Bytes};
 use bytes::Bytes;
 use futures_lite::{StreamExt, future};
@@ -93,18 +94,23 @@ pub(crate) async fn run<C: Core>(shared: Arc<Shared<C>>, id: RequestId, on_upgra
                 }
             }
             Wake::Read(Some(Err(error))) => {
-                let description = match error {
-                    WsError::Capacity(_) => "message too large",
-                    WsError::Protocol(_) => "websocket protocol error",
+                // Close codes as the reference's `ws` library sends them.
+                let (description, code) = match error {
+                    WsError::Capacity(_) => ("message too large", CloseCode::Size),
+                    WsError::Protocol(_) => ("websocket protocol error", CloseCode::Protocol),
                     // A connection that ends without a close frame is a close, as in the reference.
                     WsError::ConnectionClosed | WsError::AlreadyClosed | WsError::Io(_) => {
                         shared.send_now(Command::Closed { id });
                         return;
                     }
-                    _ => "websocket read error",
+                    _ => ("websocket read error", CloseCode::Error),
                 };
                 shared.send_now(Command::WsError { id, description });
-                let _ = sender.close(None).await;
+                let frame = CloseFrame {
+                    code,
+                    reason: Utf8Bytes::default(),
+                };
+                let _ = sender.close(Some(frame)).await;
                 return;
             }
             Wake::Read(None) => {

@@ -1,0 +1,75 @@
+// Shared helpers of the end-to-end tests: start an example server on a free port, wait for events.
+import { spawn } from "node:child_process";
+import { once } from "node:events";
+import path from "node:path";
+import { fileURLToPath } from "node:url";
+
+const root = path.resolve(path.dirname(fileURLToPath(import.meta.url)), "../..");
+
+/** Starts `target/debug/<name>` with PORT=0 and resolves once it printed the address it bound. */
+export async function startServer(name, env = {}) {
+  const bin = path.join(process.env.SIO_TARGET_DIR ?? path.join(root, "target/debug"), name);
+  const child = spawn(bin, [], {
+    env: { ...process.env, PORT: "0", ...env },
+    stdio: ["ignore", "pipe", "inherit"],
+  });
+  let output = "";
+  const address = await new Promise((resolve, reject) => {
+    const timer = setTimeout(() => reject(new Error(`${name} did not start: ${output}`)), 20000);
+    child.on("exit", (code) => reject(new Error(`${name} exited with ${code}: ${output}`)));
+    child.stdout.on("data", (chunk) => {
+      output += chunk;
+      const match = /listening on ([\d.]+:\d+)/.exec(output);
+      if (match) {
+        clearTimeout(timer);
+        resolve(match[1]);
+      }
+    });
+  });
+  return {
+    url: `http://${address}`,
+    wsUrl: `ws://${address}`,
+    process: child,
+    async stop() {
+      if (child.exitCode === null) {
+        child.kill("SIGKILL");
+        await once(child, "exit");
+      }
+    },
+  };
+}
+
+/** Resolves with the arguments of the next `event` of `emitter`, or rejects after `ms`. */
+export function next(emitter, event, ms = 5000) {
+  return new Promise((resolve, reject) => {
+    const timer = setTimeout(() => {
+      emitter.off(event, listener);
+      reject(new Error(`timed out waiting for "${event}"`));
+    }, ms);
+    const listener = (...args) => {
+      clearTimeout(timer);
+      resolve(args);
+    };
+    emitter.once(event, listener);
+  });
+}
+
+/** Collects `count` events, each as its argument list. */
+export function collect(emitter, event, count, ms = 5000) {
+  return new Promise((resolve, reject) => {
+    const seen = [];
+    const timer = setTimeout(() => {
+      emitter.off(event, listener);
+      reject(new Error(`got ${seen.length} of ${count} "${event}" events`));
+    }, ms);
+    const listener = (...args) => {
+      seen.push(args);
+      if (seen.length === count) {
+        clearTimeout(timer);
+        emitter.off(event, listener);
+        resolve(seen);
+      }
+    };
+    emitter.on(event, listener);
+  });
+}

@@ -6,6 +6,8 @@
 //! drive it; so can a test with virtual time or a hand-written event loop.
 //!
 //! - [`engine`]: the Engine.IO v4 server (polling, WebSocket, upgrade, heartbeat).
+//! - [`socket`]: the Socket.IO v5 server on top of it (namespaces, sockets, rooms, acks).
 #![forbid(unsafe_code)]
 
 pub mod engine;
+pub mod socket;

@@ -290,6 +290,18 @@ impl Engine {
         self.session(session).map(|s| s.transport)
     }
 
+    /// Whether a packet queued now leaves at once: a poll is parked, or the session is on WebSocket.
+    /// Volatile packets are dropped otherwise.
+    pub fn is_writable(&self, session: SessionId) -> bool {
+        self.session(session).is_some_and(|s| {
+            !s.closing
+                && match s.transport {
+                    Transport::Polling => s.get.is_some() && s.upgrade.is_none(),
+                    Transport::WebSocket => s.ws.is_some(),
+                }
+        })
+    }
+
     /// The next outgoing item.
     pub fn poll_transmit(&mut self) -> Option<Transmit> {
         if !self.dirty.is_empty() {

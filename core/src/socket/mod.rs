@@ -1,0 +1,1202 @@
+//! The Socket.IO v5 server as a sans-IO state machine, on top of [`crate::engine`].
+//!
+//! [`Server`] owns the Engine.IO sessions and, on them, namespaces, sockets, rooms and acks. It has the
+//! engine's network inputs and drain contract, plus application commands: accept or reject a
+//! connection (middlewares run in the application), emit to a socket or to rooms, answer an ack, join
+//! and leave rooms, disconnect.
+//!
+//! A socket's `Disconnecting` event is drained while the socket is still in its rooms; it leaves them
+//! when the application polls the next event, which is its `Disconnect`.
+
+pub mod packet;
+pub mod payload;
+
+use std::collections::{BTreeSet, HashMap, VecDeque};
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use ::http::request::Parts;
+use bytes::Bytes;
+use serde_json::{Map, Value};
+use slab::Slab;
+
+use self::packet::{Decoder, Packet};
+pub use self::packet::{PacketType, ParseError, RESERVED_EVENTS};
+pub use self::payload::{Payload, PayloadError};
+use crate::engine::sid::IdGenerator;
+use crate::engine::{
+    BodyError, CloseReason, Engine, EngineConfig, EngineEvent, Frame, Handshake, Message,
+    RequestId, SessionId, Sid, Transmit,
+};
+
+/// Options of the Socket.IO server. `Default` gives the reference values.
+#[derive(Clone, Debug)]
+pub struct ServerConfig {
+    /// The Engine.IO options (`path` `/socket.io/` by default).
+    pub engine: EngineConfig,
+    /// How long a connection may stay without joining a namespace (45 s).
+    pub connect_timeout: Duration,
+    /// Most attachments a client packet may declare (10).
+    pub max_attachments: usize,
+}
+
+impl Default for ServerConfig {
+    fn default() -> Self {
+        ServerConfig {
+            engine: EngineConfig::default(),
+            connect_timeout: Duration::from_millis(45_000),
+            max_attachments: 10,
+        }
+    }
+}
+
+/// Names a namespace.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct NspId(u32);
+
+/// Names a socket (one client in one namespace). A stale id never reaches a newer socket.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct SocketId {
+    index: u32,
+    generation: u32,
+}
+
+/// Names an acknowledgement the server waits for (one emit, one or many recipients).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct AckId {
+    nsp: NspId,
+    id: u64,
+}
+
+impl AckId {
+    /// The id on the wire (per namespace, from 0).
+    pub fn wire_id(self) -> u64 {
+        self.id
+    }
+}
+
+/// Why a socket disconnected, with the reference's names.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum DisconnectReason {
+    /// The transport closed.
+    TransportClose,
+    /// The transport failed.
+    TransportError,
+    /// No pong in time.
+    PingTimeout,
+    /// An Engine.IO packet could not be decoded.
+    ParseError,
+    /// The Engine.IO connection was closed by the server (e.g. after an invalid Socket.IO packet).
+    ForcedClose,
+    /// The Socket.IO layer closed the connection (connect timeout, a packet out of place).
+    ForcedServerClose,
+    /// The server disconnected the socket.
+    ServerNamespaceDisconnect,
+    /// The client disconnected the socket.
+    ClientNamespaceDisconnect,
+    /// The server is shutting down.
+    ServerShuttingDown,
+}
+
+impl DisconnectReason {
+    /// The reference's string for the reason.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            DisconnectReason::TransportClose => "transport close",
+            DisconnectReason::TransportError => "transport error",
+            DisconnectReason::PingTimeout => "ping timeout",
+            DisconnectReason::ParseError => "parse error",
+            DisconnectReason::ForcedClose => "forced close",
+            DisconnectReason::ForcedServerClose => "forced server close",
+            DisconnectReason::ServerNamespaceDisconnect => "server namespace disconnect",
+            DisconnectReason::ClientNamespaceDisconnect => "client namespace disconnect",
+            DisconnectReason::ServerShuttingDown => "server shutting down",
+        }
+    }
+
+    fn from_engine(reason: CloseReason) -> DisconnectReason {
+        match reason {
+            CloseReason::TransportClose => DisconnectReason::TransportClose,
+            CloseReason::TransportError => DisconnectReason::TransportError,
+            CloseReason::PingTimeout => DisconnectReason::PingTimeout,
+            CloseReason::ParseError => DisconnectReason::ParseError,
+            CloseReason::ForcedClose => DisconnectReason::ForcedClose,
+        }
+    }
+}
+
+impl std::fmt::Display for DisconnectReason {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// How a server ack ended.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum AckOutcome {
+    /// Every recipient replied.
+    Complete,
+    /// The timeout passed before every recipient replied.
+    TimedOut,
+    /// The one recipient disconnected before replying.
+    Disconnected,
+}
+
+/// What the application learns from the server.
+#[derive(Debug)]
+pub enum Event {
+    /// A client asks to join a namespace: run the middlewares, then [`Server::accept`] or
+    /// [`Server::reject`].
+    Connect {
+        /// The socket it would be.
+        socket: SocketId,
+        /// The namespace.
+        nsp: NspId,
+        /// The CONNECT payload (`{}` when absent).
+        auth: Value,
+        /// The first request of the connection.
+        handshake: Arc<Handshake>,
+    },
+    /// An event from a client.
+    Message {
+        /// The socket.
+        socket: SocketId,
+        /// The event name.
+        event: String,
+        /// Its arguments.
+        args: Payload,
+        /// The client's ack id: answer with [`Server::ack`].
+        ack: Option<u64>,
+    },
+    /// A client answered a server ack.
+    AckReply {
+        /// The ack.
+        ack: AckId,
+        /// Who answered.
+        socket: SocketId,
+        /// The answer.
+        args: Payload,
+    },
+    /// A server ack is over; no more replies will come for it.
+    AckDone {
+        /// The ack.
+        ack: AckId,
+        /// How it ended.
+        outcome: AckOutcome,
+    },
+    /// A client packet could not be decoded; the connection is being closed.
+    SocketError {
+        /// A socket of the connection.
+        socket: SocketId,
+        /// What was wrong.
+        error: ParseError,
+    },
+    /// The socket is disconnecting: it is still in its rooms.
+    Disconnecting {
+        /// The socket.
+        socket: SocketId,
+        /// Why.
+        reason: DisconnectReason,
+    },
+    /// The socket disconnected and left its rooms; its id is dead from now on.
+    Disconnect {
+        /// The socket.
+        socket: SocketId,
+        /// Why.
+        reason: DisconnectReason,
+    },
+}
+
+/// Who receives an emit.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Target {
+    /// One socket.
+    Socket(SocketId),
+    /// The sockets of a namespace that are in any of `rooms` (all of them when `rooms` is empty) and
+    /// in none of `except`.
+    Rooms {
+        /// The namespace.
+        nsp: NspId,
+        /// Rooms to reach; empty means every socket.
+        rooms: Vec<String>,
+        /// Rooms whose members are left out.
+        except: Vec<String>,
+    },
+}
+
+/// Options of one emit.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct EmitOptions {
+    /// Drop the packet for recipients whose transport cannot take it right now.
+    pub volatile: bool,
+    /// Ask for acknowledgements, ending after this long at the latest (`Some(None)`: no timeout,
+    /// allowed for a single socket only).
+    pub ack: Option<Option<Duration>>,
+}
+
+/// A command could not be carried out.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum CommandError {
+    /// The socket is not connected (or never was).
+    UnknownSocket,
+    /// The socket is not waiting for [`Server::accept`] or [`Server::reject`].
+    NotPending,
+    /// The event name is reserved.
+    ReservedEvent(String),
+    /// Acks from several sockets need a timeout.
+    TimeoutRequired,
+    /// The namespace does not exist.
+    UnknownNamespace,
+}
+
+impl std::fmt::Display for CommandError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            CommandError::UnknownSocket => f.write_str("the socket is not connected"),
+            CommandError::NotPending => f.write_str("the socket is not waiting to connect"),
+            CommandError::ReservedEvent(e) => write!(f, "\"{e}\" is a reserved event name"),
+            CommandError::TimeoutRequired => f.write_str("acks from a broadcast need a timeout"),
+            CommandError::UnknownNamespace => f.write_str("unknown namespace"),
+        }
+    }
+}
+
+impl std::error::Error for CommandError {}
+
+#[derive(Debug)]
+struct Namespace {
+    name: String,
+    /// Connected sockets, in connection order of their slots.
+    sockets: BTreeSet<SocketId>,
+    rooms: HashMap<String, BTreeSet<SocketId>>,
+    next_ack: u64,
+}
+
+#[derive(Debug, PartialEq, Eq, Clone, Copy)]
+enum SocketState {
+    /// Waiting for the application's accept or reject.
+    Pending,
+    Connected,
+    /// `Disconnecting` was queued; leaves its rooms at `Disconnect`.
+    Disconnecting,
+}
+
+#[derive(Debug)]
+struct Socket {
+    generation: u32,
+    sid: Sid,
+    nsp: NspId,
+    session: SessionId,
+    state: SocketState,
+    rooms: BTreeSet<String>,
+    /// Server acks awaiting this socket's reply, by wire id.
+    acks: BTreeSet<u64>,
+}
+
+/// One Engine.IO connection seen by the Socket.IO layer.
+#[derive(Debug)]
+struct Client {
+    decoder: Decoder,
+    /// Its sockets, pending or connected.
+    sockets: Vec<SocketId>,
+    handshake: Arc<Handshake>,
+    connect_deadline: Option<Instant>,
+    /// The connection is being closed; nothing more is dispatched.
+    closing: bool,
+}
+
+#[derive(Debug)]
+struct AckRequest {
+    /// Sockets whose reply is still awaited.
+    waiting: BTreeSet<SocketId>,
+    deadline: Option<Instant>,
+    single: bool,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
+enum TimerKey {
+    Connect(SessionId),
+    Ack(AckId),
+}
+
+#[derive(Debug)]
+enum Queued {
+    Event(Event),
+    /// Leave the rooms, then report `Disconnect`.
+    Finalize(SocketId, DisconnectReason),
+}
+
+/// The Socket.IO server state machine. The drain contract is the engine's (see
+/// [`crate::engine`]): after every input drain [`Server::poll_transmit`] and [`Server::poll_event`],
+/// then honour [`Server::poll_timeout`].
+pub struct Server {
+    engine: Engine,
+    connect_timeout: Duration,
+    max_attachments: usize,
+    ids: IdGenerator,
+    namespaces: Vec<Namespace>,
+    by_name: HashMap<String, NspId>,
+    clients: HashMap<SessionId, Client>,
+    sockets: Slab<Socket>,
+    next_generation: u32,
+    acks: HashMap<AckId, AckRequest>,
+    timers: BTreeSet<(Instant, TimerKey)>,
+    events: VecDeque<Queued>,
+}
+
+impl Server {
+    /// A server with `config`, starting at `now`. The main namespace `/` exists from the start.
+    pub fn new(config: ServerConfig, now: Instant) -> Server {
+        // Socket ids come from their own generator, independent of the secret session ids.
+        let seed = config.engine.rng_seed.map(|mut s| {
+            s[0] ^= 0x5a;
+            s
+        });
+        let mut server = Server {
+            engine: Engine::new(config.engine, now),
+            connect_timeout: config.connect_timeout,
+            max_attachments: config.max_attachments,
+            ids: IdGenerator::new(seed),
+            namespaces: Vec::new(),
+            by_name: HashMap::new(),
+            clients: HashMap::new(),
+            sockets: Slab::new(),
+            next_generation: 0,
+            acks: HashMap::new(),
+            timers: BTreeSet::new(),
+            events: VecDeque::new(),
+        };
+        server.namespace("/");
+        server
+    }
+
+    /// The Engine.IO layer.
+    pub fn engine(&self) -> &Engine {
+        &self.engine
+    }
+
+    /// The namespace called `name` (a leading `/` is added when missing), created if needed.
+    pub fn namespace(&mut self, name: &str) -> NspId {
+        let name = if name.starts_with('/') {
+            name.to_owned()
+        } else {
+            format!("/{name}")
+        };
+        if let Some(id) = self.by_name.get(&name) {
+            return *id;
+        }
+        let id = NspId(self.namespaces.len() as u32);
+        self.namespaces.push(Namespace {
+            name: name.clone(),
+            sockets: BTreeSet::new(),
+            rooms: HashMap::new(),
+            next_ack: 0,
+        });
+        self.by_name.insert(name, id);
+        id
+    }
+
+    /// The namespace called `name`, if it exists.
+    pub fn find_namespace(&self, name: &str) -> Option<NspId> {
+        self.by_name.get(name).copied()
+    }
+
+    /// The name of a namespace.
+    pub fn namespace_name(&self, nsp: NspId) -> &str {
+        self.namespaces
+            .get(nsp.0 as usize)
+            .map_or("", |n| n.name.as_str())
+    }
+
+    /// The connected sockets of a namespace.
+    pub fn sockets(&self, nsp: NspId) -> impl Iterator<Item = SocketId> + '_ {
+        self.namespaces
+            .get(nsp.0 as usize)
+            .into_iter()
+            .flat_map(|n| n.sockets.iter().copied())
+    }
+
+    /// The public id of a socket (20 characters, not the secret Engine.IO id).
+    pub fn socket_sid(&self, socket: SocketId) -> Option<Sid> {
+        self.socket(socket).map(|s| s.sid)
+    }
+
+    /// The namespace of a socket.
+    pub fn socket_nsp(&self, socket: SocketId) -> Option<NspId> {
+        self.socket(socket).map(|s| s.nsp)
+    }
+
+    /// The Engine.IO session a socket belongs to.
+    pub fn socket_session(&self, socket: SocketId) -> Option<SessionId> {
+        self.socket(socket).map(|s| s.session)
+    }
+
+    /// Whether the socket is connected (not pending, not disconnecting).
+    pub fn is_connected(&self, socket: SocketId) -> bool {
+        self.socket(socket)
+            .is_some_and(|s| s.state == SocketState::Connected)
+    }
+
+    /// The rooms of a socket, its own id first among them in sorted order.
+    pub fn rooms(&self, socket: SocketId) -> impl Iterator<Item = &str> + '_ {
+        self.socket(socket)
+            .into_iter()
+            .flat_map(|s| s.rooms.iter().map(String::as_str))
+    }
+
+    /// The number of Engine.IO connections.
+    pub fn client_count(&self) -> usize {
+        self.clients.len()
+    }
+
+    // ---- network input (see the engine) ----
+
+    /// See [`Engine::handle_request`].
+    pub fn handle_request(
+        &mut self,
+        now: Instant,
+        request: RequestId,
+        head: &Parts,
+        remote_addr: Option<SocketAddr>,
+    ) {
+        self.engine.handle_request(now, request, head, remote_addr);
+        self.pump(now);
+    }
+
+    /// See [`Engine::handle_request_body`].
+    pub fn handle_request_body(
+        &mut self,
+        now: Instant,
+        request: RequestId,
+        body: Result<Bytes, BodyError>,
+    ) {
+        self.engine.handle_request_body(now, request, body);
+        self.pump(now);
+    }
+
+    /// See [`Engine::handle_closed`].
+    pub fn handle_closed(&mut self, now: Instant, request: RequestId) {
+        self.engine.handle_closed(now, request);
+        self.pump(now);
+    }
+
+    /// See [`Engine::handle_ws_open`].
+    pub fn handle_ws_open(&mut self, now: Instant, request: RequestId) {
+        self.engine.handle_ws_open(now, request);
+        self.pump(now);
+    }
+
+    /// See [`Engine::handle_ws_frame`].
+    pub fn handle_ws_frame(&mut self, now: Instant, request: RequestId, frame: Frame) {
+        self.engine.handle_ws_frame(now, request, frame);
+        self.pump(now);
+    }
+
+    /// See [`Engine::handle_ws_error`].
+    pub fn handle_ws_error(&mut self, now: Instant, request: RequestId, description: &'static str) {
+        self.engine.handle_ws_error(now, request, description);
+        self.pump(now);
+    }
+
+    /// Fires every timer due at `now`.
+    pub fn handle_timeout(&mut self, now: Instant) {
+        self.engine.handle_timeout(now);
+        while let Some(&(at, key)) = self.timers.first() {
+            if at > now {
+                break;
+            }
+            self.timers.pop_first();
+            match key {
+                TimerKey::Connect(session) => {
+                    let idle = self.clients.get(&session).is_some_and(|c| {
+                        c.connect_deadline == Some(at)
+                            && !c.sockets.iter().any(|s| self.is_connected(*s))
+                    });
+                    if idle {
+                        self.close_client(now, session, DisconnectReason::ForcedServerClose);
+                    }
+                }
+                TimerKey::Ack(ack) => {
+                    if let Some(request) = self.acks.remove(&ack) {
+                        for socket in &request.waiting {
+                            if let Some(s) = self.socket_mut(*socket) {
+                                s.acks.remove(&ack.id);
+                            }
+                        }
+                        self.push(Event::AckDone {
+                            ack,
+                            outcome: AckOutcome::TimedOut,
+                        });
+                    }
+                }
+            }
+        }
+        self.pump(now);
+    }
+
+    /// The next thing to send.
+    pub fn poll_transmit(&mut self) -> Option<Transmit> {
+        self.engine.poll_transmit()
+    }
+
+    /// The next event for the application.
+    pub fn poll_event(&mut self) -> Option<Event> {
+        match self.events.pop_front()? {
+            Queued::Event(event) => Some(event),
+            Queued::Finalize(socket, reason) => {
+                self.finalize(socket);
+                Some(Event::Disconnect { socket, reason })
+            }
+        }
+    }
+
+    /// When [`Server::handle_timeout`] is due next.
+    pub fn poll_timeout(&self) -> Option<Instant> {
+        let own = self.timers.first().map(|(at, _)| *at);
+        match (self.engine.poll_timeout(), own) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        }
+    }
+
+    // ---- application commands ----
+
+    /// Lets a pending socket in: it joins its own room and the client gets the CONNECT reply.
+    pub fn accept(&mut self, now: Instant, socket: SocketId) -> Result<(), CommandError> {
+        let s = self.socket(socket).ok_or(CommandError::UnknownSocket)?;
+        if s.state != SocketState::Pending {
+            return Err(CommandError::NotPending);
+        }
+        let (nsp, session, sid) = (s.nsp, s.session, s.sid);
+        let client_open = self.clients.get(&session).is_some_and(|c| !c.closing);
+        if !client_open {
+            self.remove_socket(socket);
+            return Err(CommandError::UnknownSocket);
+        }
+        if let Some(s) = self.socket_mut(socket) {
+            s.state = SocketState::Connected;
+        }
+        self.namespaces[nsp.0 as usize].sockets.insert(socket);
+        self.join(socket, sid.as_str());
+        if let Some(client) = self.clients.get_mut(&session) {
+            if let Some(at) = client.connect_deadline.take() {
+                self.timers.remove(&(at, TimerKey::Connect(session)));
+            }
+        }
+        let mut reply = Map::new();
+        reply.insert("sid".into(), Value::String(sid.as_str().to_owned()));
+        let name = &self.namespaces[nsp.0 as usize].name;
+        let text = packet::encode_control(name, PacketType::Connect, Some(&Value::Object(reply)));
+        let _ = self.engine.send_frame(session, Frame::text_message(&text));
+        self.pump(now);
+        Ok(())
+    }
+
+    /// Refuses a pending socket: the client gets CONNECT_ERROR with `error` (the reference sends
+    /// `{"message": ..., "data": ...}`).
+    pub fn reject(
+        &mut self,
+        now: Instant,
+        socket: SocketId,
+        error: Value,
+    ) -> Result<(), CommandError> {
+        let s = self.socket(socket).ok_or(CommandError::UnknownSocket)?;
+        if s.state != SocketState::Pending {
+            return Err(CommandError::NotPending);
+        }
+        let (nsp, session) = (s.nsp, s.session);
+        self.remove_socket(socket);
+        let name = &self.namespaces[nsp.0 as usize].name;
+        let text = packet::encode_control(name, PacketType::ConnectError, Some(&error));
+        let _ = self.engine.send_frame(session, Frame::text_message(&text));
+        self.pump(now);
+        Ok(())
+    }
+
+    /// Emits `event` to `target`; the packet is encoded once for every recipient. With
+    /// `options.ack`, returns the ack whose replies arrive as [`Event::AckReply`], ended by
+    /// [`Event::AckDone`].
+    pub fn emit(
+        &mut self,
+        now: Instant,
+        target: &Target,
+        event: &str,
+        args: &Payload,
+        options: EmitOptions,
+    ) -> Result<Option<AckId>, CommandError> {
+        if RESERVED_EVENTS.contains(&event) {
+            return Err(CommandError::ReservedEvent(event.to_owned()));
+        }
+        let (nsp, recipients) = self.recipients(target)?;
+        let single = matches!(target, Target::Socket(_));
+        if let Some(None) = options.ack {
+            if !single {
+                return Err(CommandError::TimeoutRequired);
+            }
+        }
+        let ack = options.ack.map(|timeout| {
+            let namespace = &mut self.namespaces[nsp.0 as usize];
+            let id = namespace.next_ack;
+            namespace.next_ack += 1;
+            (AckId { nsp, id }, timeout)
+        });
+        let name = &self.namespaces[nsp.0 as usize].name;
+        let text = packet::encode_event(name, event, args, ack.map(|(a, _)| a.id));
+        let header = Frame::text_message(&text);
+        let mut reached = BTreeSet::new();
+        for socket in recipients {
+            let Some(s) = self.socket(socket) else {
+                continue;
+            };
+            let session = s.session;
+            if options.volatile && !self.engine.is_writable(session) {
+                continue;
+            }
+            let _ = self.engine.send_frame(session, header.clone());
+            for attachment in &args.attachments {
+                let _ = self
+                    .engine
+                    .send_frame(session, Frame::Binary(attachment.clone()));
+            }
+            if let Some((ack, _)) = ack {
+                if let Some(s) = self.socket_mut(socket) {
+                    s.acks.insert(ack.id);
+                }
+                reached.insert(socket);
+            }
+        }
+        if let Some((ack, timeout)) = ack {
+            if reached.is_empty() {
+                let outcome = if single {
+                    AckOutcome::Disconnected
+                } else {
+                    AckOutcome::Complete
+                };
+                self.push(Event::AckDone { ack, outcome });
+            } else {
+                let deadline = timeout.map(|t| now + t);
+                if let Some(at) = deadline {
+                    self.timers.insert((at, TimerKey::Ack(ack)));
+                }
+                self.acks.insert(
+                    ack,
+                    AckRequest {
+                        waiting: reached,
+                        deadline,
+                        single,
+                    },
+                );
+            }
+        }
+        self.pump(now);
+        Ok(ack.map(|(a, _)| a))
+    }
+
+    /// Answers the client's ack `id` on `socket`.
+    pub fn ack(
+        &mut self,
+        now: Instant,
+        socket: SocketId,
+        id: u64,
+        args: &Payload,
+    ) -> Result<(), CommandError> {
+        let s = self
+            .socket(socket)
+            .filter(|s| s.state == SocketState::Connected)
+            .ok_or(CommandError::UnknownSocket)?;
+        let session = s.session;
+        let name = &self.namespaces[s.nsp.0 as usize].name;
+        let text = packet::encode_ack(name, id, args);
+        let _ = self.engine.send_frame(session, Frame::text_message(&text));
+        for attachment in &args.attachments {
+            let _ = self
+                .engine
+                .send_frame(session, Frame::Binary(attachment.clone()));
+        }
+        self.pump(now);
+        Ok(())
+    }
+
+    /// Adds a socket to a room.
+    pub fn join(&mut self, socket: SocketId, room: &str) {
+        let Some(s) = self.socket_mut(socket) else {
+            return;
+        };
+        if s.state == SocketState::Pending || !s.rooms.insert(room.to_owned()) {
+            return;
+        }
+        let nsp = s.nsp;
+        self.namespaces[nsp.0 as usize]
+            .rooms
+            .entry(room.to_owned())
+            .or_default()
+            .insert(socket);
+    }
+
+    /// Removes a socket from a room.
+    pub fn leave(&mut self, socket: SocketId, room: &str) {
+        let Some(s) = self.socket_mut(socket) else {
+            return;
+        };
+        if !s.rooms.remove(room) {
+            return;
+        }
+        let nsp = s.nsp;
+        let rooms = &mut self.namespaces[nsp.0 as usize].rooms;
+        if let Some(members) = rooms.get_mut(room) {
+            members.remove(&socket);
+            if members.is_empty() {
+                rooms.remove(room);
+            }
+        }
+    }
+
+    /// Disconnects a socket (`server namespace disconnect`); with `close`, every socket of its
+    /// connection, then the connection itself.
+    pub fn disconnect(
+        &mut self,
+        now: Instant,
+        socket: SocketId,
+        close: bool,
+    ) -> Result<(), CommandError> {
+        let s = self
+            .socket(socket)
+            .filter(|s| s.state == SocketState::Connected)
+            .ok_or(CommandError::UnknownSocket)?;
+        let session = s.session;
+        let targets: Vec<SocketId> = if close {
+            self.clients
+                .get(&session)
+                .map(|c| c.sockets.clone())
+                .unwrap_or_default()
+        } else {
+            vec![socket]
+        };
+        for socket in targets {
+            let Some(s) = self
+                .socket(socket)
+                .filter(|s| s.state == SocketState::Connected)
+            else {
+                continue;
+            };
+            let name = &self.namespaces[s.nsp.0 as usize].name;
+            let text = packet::encode_control(name, PacketType::Disconnect, None);
+            let _ = self.engine.send_frame(session, Frame::text_message(&text));
+            self.start_disconnect(socket, DisconnectReason::ServerNamespaceDisconnect);
+        }
+        if close {
+            self.close_client(now, session, DisconnectReason::ForcedServerClose);
+        }
+        self.pump(now);
+        Ok(())
+    }
+
+    /// Shuts down: every socket disconnects with `server shutting down` and every connection is
+    /// closed.
+    pub fn close(&mut self, now: Instant) {
+        let sessions: Vec<SessionId> = {
+            let mut s: Vec<SessionId> = self.clients.keys().copied().collect();
+            s.sort();
+            s
+        };
+        for session in sessions {
+            self.close_client(now, session, DisconnectReason::ServerShuttingDown);
+        }
+        self.pump(now);
+    }
+
+    // ---- internals ----
+
+    fn socket(&self, id: SocketId) -> Option<&Socket> {
+        self.sockets
+            .get(id.index as usize)
+            .filter(|s| s.generation == id.generation)
+    }
+
+    fn socket_mut(&mut self, id: SocketId) -> Option<&mut Socket> {
+        self.sockets
+            .get_mut(id.index as usize)
+            .filter(|s| s.generation == id.generation)
+    }
+
+    fn push(&mut self, event: Event) {
+        self.events.push_back(Queued::Event(event));
+    }
+
+    /// Handles what the engine reported.
+    fn pump(&mut self, now: Instant) {
+        while let Some(event) = self.engine.poll_event() {
+            match event {
+                EngineEvent::Open { session, handshake } => {
+                    let at = now + self.connect_timeout;
+                    self.timers.insert((at, TimerKey::Connect(session)));
+                    self.clients.insert(
+                        session,
+                        Client {
+                            decoder: Decoder::new(self.max_attachments),
+                            sockets: Vec::new(),
+                            handshake: Arc::from(handshake),
+                            connect_deadline: Some(at),
+                            closing: false,
+                        },
+                    );
+                }
+                EngineEvent::Message { session, message } => self.on_message(now, session, message),
+                EngineEvent::Upgrade { .. } => {}
+                EngineEvent::Close {
+                    session, reason, ..
+                } => {
+                    self.drop_client(session, DisconnectReason::from_engine(reason));
+                }
+            }
+        }
+    }
+
+    fn on_message(&mut self, now: Instant, session: SessionId, message: Message) {
+        let Some(client) = self.clients.get_mut(&session) else {
+            return;
+        };
+        if client.closing {
+            return;
+        }
+        let decoded = match message {
+            Message::Text(text) => client.decoder.decode_text(&text),
+            Message::Binary(data) => client.decoder.decode_binary(data),
+        };
+        match decoded {
+            Ok(Some(packet)) => self.on_packet(now, session, packet),
+            Ok(None) => {}
+            Err(error) => {
+                // The reference tells every socket (`error`) and closes the connection; the sockets
+                // disconnect when it is closed (`forced close`).
+                let sockets = self.clients.get(&session).map(|c| c.sockets.clone());
+                for socket in sockets.unwrap_or_default() {
+                    if self.is_connected(socket) {
+                        self.push(Event::SocketError {
+                            socket,
+                            error: error.clone(),
+                        });
+                    }
+                }
+                if let Some(client) = self.clients.get_mut(&session) {
+                    client.closing = true;
+                }
+                self.engine.close(now, session);
+            }
+        }
+    }
+
+    fn on_packet(&mut self, now: Instant, session: SessionId, packet: Packet) {
+        let connected = self.clients.get(&session).and_then(|c| {
+            c.sockets.iter().copied().find(|s| {
+                self.socket(*s).is_some_and(|s| {
+                    s.state == SocketState::Connected
+                        && self.namespaces[s.nsp.0 as usize].name == packet.nsp
+                })
+            })
+        });
+        match (connected, packet.kind) {
+            (None, PacketType::Connect) => self.on_connect(session, packet),
+            (Some(socket), PacketType::Event) => self.on_event(socket, packet),
+            (Some(socket), PacketType::Ack) => self.on_ack(socket, packet),
+            (Some(socket), PacketType::Disconnect) => {
+                self.start_disconnect(socket, DisconnectReason::ClientNamespaceDisconnect)
+            }
+            // A packet for a namespace not joined, a second CONNECT, a CONNECT_ERROR from the
+            // client: the reference closes the connection.
+            _ => self.close_client(now, session, DisconnectReason::ForcedServerClose),
+        }
+    }
+
+    fn on_connect(&mut self, session: SessionId, packet: Packet) {
+        let Some(client) = self.clients.get(&session) else {
+            return;
+        };
+        let pending = client.sockets.iter().any(|s| {
+            self.socket(*s).is_some_and(|s| {
+                s.state == SocketState::Pending
+                    && self.namespaces[s.nsp.0 as usize].name == packet.nsp
+            })
+        });
+        if pending {
+            // Already being decided; the first CONNECT gets the answer.
+            return;
+        }
+        let handshake = client.handshake.clone();
+        let Some(nsp) = self.find_namespace(&packet.nsp) else {
+            let mut error = Map::new();
+            error.insert("message".into(), Value::String("Invalid namespace".into()));
+            let text = packet::encode_control(
+                &packet.nsp,
+                PacketType::ConnectError,
+                Some(&Value::Object(error)),
+            );
+            let _ = self.engine.send_frame(session, Frame::text_message(&text));
+            return;
+        };
+        self.next_generation = self.next_generation.wrapping_add(1);
+        let generation = self.next_generation;
+        let index = self.sockets.insert(Socket {
+            generation,
+            sid: self.ids.next_sid(),
+            nsp,
+            session,
+            state: SocketState::Pending,
+            rooms: BTreeSet::new(),
+            acks: BTreeSet::new(),
+        });
+        let socket = SocketId {
+            index: index as u32,
+            generation,
+        };
+        if let Some(client) = self.clients.get_mut(&session) {
+            client.sockets.push(socket);
+        }
+        let auth = packet.data.unwrap_or_else(|| Value::Object(Map::new()));
+        self.push(Event::Connect {
+            socket,
+            nsp,
+            auth,
+            handshake,
+        });
+    }
+
+    fn on_event(&mut self, socket: SocketId, packet: Packet) {
+        let Some(Value::Array(mut data)) = packet.data else {
+            return;
+        };
+        if data.is_empty() {
+            return;
+        }
+        let event = match data.remove(0) {
+            Value::String(name) => name,
+            other => other.to_string(),
+        };
+        self.push(Event::Message {
+            socket,
+            event,
+            args: Payload {
+                args: data,
+                attachments: packet.attachments,
+            },
+            ack: packet.id,
+        });
+    }
+
+    fn on_ack(&mut self, socket: SocketId, packet: Packet) {
+        let (Some(id), Some(s)) = (packet.id, self.socket_mut(socket)) else {
+            return;
+        };
+        if !s.acks.remove(&id) {
+            return;
+        }
+        let ack = AckId { nsp: s.nsp, id };
+        let args = match packet.data {
+            Some(Value::Array(args)) => args,
+            _ => Vec::new(),
+        };
+        self.push(Event::AckReply {
+            ack,
+            socket,
+            args: Payload {
+                args,
+                attachments: packet.attachments,
+            },
+        });
+        let done = self.acks.get_mut(&ack).is_some_and(|r| {
+            r.waiting.remove(&socket);
+            r.waiting.is_empty()
+        });
+        if done {
+            if let Some(request) = self.acks.remove(&ack) {
+                if let Some(at) = request.deadline {
+                    self.timers.remove(&(at, TimerKey::Ack(ack)));
+                }
+            }
+            self.push(Event::AckDone {
+                ack,
+                outcome: AckOutcome::Complete,
+            });
+        }
+    }
+
+    /// The sockets an emit reaches, in a deterministic order.
+    fn recipients(&self, target: &Target) -> Result<(NspId, Vec<SocketId>), CommandError> {
+        match target {
+            Target::Socket(socket) => {
+                let s = self
+                    .socket(*socket)
+                    .filter(|s| s.state == SocketState::Connected)
+                    .ok_or(CommandError::UnknownSocket)?;
+                Ok((s.nsp, vec![*socket]))
+            }
+            Target::Rooms { nsp, rooms, except } => {
+                let namespace = self
+                    .namespaces
+                    .get(nsp.0 as usize)
+                    .ok_or(CommandError::UnknownNamespace)?;
+                let excluded: BTreeSet<SocketId> = except
+                    .iter()
+                    .filter_map(|r| namespace.rooms.get(r))
+                    .flatten()
+                    .copied()
+                    .collect();
+                let mut set = BTreeSet::new();
+                if rooms.is_empty() {
+                    set.extend(namespace.sockets.iter().copied());
+                } else {
+                    for room in rooms {
+                        if let Some(members) = namespace.rooms.get(room) {
+                            set.extend(members.iter().copied());
+                        }
+                    }
+                }
+                let list = set
+                    .into_iter()
+                    .filter(|s| !excluded.contains(s) && self.is_connected(*s))
+                    .collect();
+                Ok((*nsp, list))
+            }
+        }
+    }
+
+    /// Queues `Disconnecting` now and `Disconnect` (with the cleanup) behind it.
+    fn start_disconnect(&mut self, socket: SocketId, reason: DisconnectReason) {
+        let Some(s) = self.socket_mut(socket) else {
+            return;
+        };
+        if s.state != SocketState::Connected {
+            return;
+        }
+        s.state = SocketState::Disconnecting;
+        self.push(Event::Disconnecting { socket, reason });
+        self.events.push_back(Queued::Finalize(socket, reason));
+    }
+
+    /// Closes the Engine.IO connection from the Socket.IO layer; its sockets disconnect with
+    /// `reason` at once.
+    fn close_client(&mut self, now: Instant, session: SessionId, reason: DisconnectReason) {
+        let Some(client) = self.clients.get_mut(&session) else {
+            return;
+        };
+        client.closing = true;
+        self.drop_sockets(session, reason);
+        self.engine.close(now, session);
+    }
+
+    /// The Engine.IO connection closed.
+    fn drop_client(&mut self, session: SessionId, reason: DisconnectReason) {
+        self.drop_sockets(session, reason);
+        if let Some(client) = self.clients.remove(&session) {
+            if let Some(at) = client.connect_deadline {
+                self.timers.remove(&(at, TimerKey::Connect(session)));
+            }
+            for socket in client.sockets {
+                // Pending sockets vanish without events, as in the reference.
+                if self
+                    .socket(socket)
+                    .is_some_and(|s| s.state == SocketState::Pending)
+                {
+                    self.remove_socket(socket);
+                }
+            }
+        }
+    }
+
+    fn drop_sockets(&mut self, session: SessionId, reason: DisconnectReason) {
+        let sockets = self
+            .clients
+            .get(&session)
+            .map(|c| c.sockets.clone())
+            .unwrap_or_default();
+        for socket in sockets {
+            self.start_disconnect(socket, reason);
+        }
+    }
+
+    /// Leaves every room and frees the socket; acks it owed are resolved.
+    fn finalize(&mut self, socket: SocketId) {
+        let rooms: Vec<String> = self.rooms(socket).map(str::to_owned).collect();
+        for room in rooms {
+            self.leave(socket, &room);
+        }
+        let Some(s) = self.socket(socket) else {
+            return;
+        };
+        let nsp = s.nsp;
+        let owed: Vec<u64> = s.acks.iter().copied().collect();
+        for id in owed {
+            let ack = AckId { nsp, id };
+            let single = self.acks.get_mut(&ack).is_some_and(|r| {
+                r.waiting.remove(&socket);
+                r.single
+            });
+            if single {
+                if let Some(request) = self.acks.remove(&ack) {
+                    if let Some(at) = request.deadline {
+                        self.timers.remove(&(at, TimerKey::Ack(ack)));
+                    }
+                }
+                self.push(Event::AckDone {
+                    ack,
+                    outcome: AckOutcome::Disconnected,
+                });
+            }
+        }
+        self.remove_socket(socket);
+    }
+
+    fn remove_socket(&mut self, socket: SocketId) {
+        let Some(s) = self.socket(socket) else {
+            return;
+        };
+        let (nsp, session) = (s.nsp, s.session);
+        self.namespaces[nsp.0 as usize].sockets.remove(&socket);
+        if let Some(client) = self.clients.get_mut(&session) {
+            client.sockets.retain(|s| *s != socket);
+        }
+        self.sockets.remove(socket.index as usize);
+    }
+}
+
+/// For tests and the simulation: counts of everything the server holds.
+#[doc(hidden)]
+#[derive(Debug, PartialEq, Eq)]
+pub struct Census {
+    /// Engine.IO sessions.
+    pub sessions: usize,
+    /// Socket.IO clients.
+    pub clients: usize,
+    /// Sockets, pending or connected.
+    pub sockets: usize,
+    /// Memberships summed over every room.
+    pub room_members: usize,
+    /// Server acks awaiting replies.
+    pub acks: usize,
+    /// Armed timers of the Socket.IO layer, plus one if the engine has any.
+    pub timers: usize,
+}
+
+impl Server {
+    /// Counts of everything the server holds.
+    #[doc(hidden)]
+    pub fn census(&self) -> Census {
+        Census {
+            sessions: self.engine.session_count(),
+            clients: self.clients.len(),
+            sockets: self.sockets.len(),
+            room_members: self
+                .namespaces
+                .iter()
+                .flat_map(|n| n.rooms.values())
+                .map(BTreeSet::len)
+                .sum(),
+            acks: self.acks.len(),
+            timers: self.timers.len() + usize::from(self.engine.poll_timeout().is_some()),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests;

@@ -68,6 +68,70 @@ impl Timer for TokioTimer {
     }
 }
 
+/// A Socket.IO server on tokio; every method of [`sio_runtime::SocketIo`] is available through
+/// `Deref`.
+///
+/// ```no_run
+/// use sio_tokio::{Payload, ServerConfig, SocketIo};
+///
+/// #[tokio::main]
+/// async fn main() -> std::io::Result<()> {
+///     let io = SocketIo::new(ServerConfig::default());
+///     io.on_connection(|socket| {
+///         socket.on("chat message", |socket, msg: String| {
+///             let _ = socket.io().emit("chat message", &msg);
+///         });
+///         socket.on("echo", |socket, args: Payload| {
+///             let _ = socket.ack(&args);
+///         });
+///     });
+///     io.listen("127.0.0.1:3000").await
+/// }
+/// ```
+#[derive(Clone)]
+pub struct SocketIo {
+    inner: sio_runtime::SocketIo,
+}
+
+impl std::ops::Deref for SocketIo {
+    type Target = sio_runtime::SocketIo;
+    fn deref(&self) -> &sio_runtime::SocketIo {
+        &self.inner
+    }
+}
+
+impl SocketIo {
+    /// Starts a server on the current tokio runtime.
+    pub fn new(config: ServerConfig) -> SocketIo {
+        SocketIo::with_limits(config, Limits::default())
+    }
+
+    /// Like [`SocketIo::new`], with explicit bounds for the glue's queues.
+    pub fn with_limits(config: ServerConfig, limits: Limits) -> SocketIo {
+        let inner = sio_runtime::SocketIo::start(Arc::new(TokioRuntime), config, limits);
+        SocketIo { inner }
+    }
+
+    /// Binds `addr` and serves until an accept error.
+    pub async fn listen(&self, addr: impl ToSocketAddrs) -> io::Result<()> {
+        let listener = TcpListener::bind(addr).await?;
+        self.serve(listener).await
+    }
+
+    /// Serves connections from an existing listener until an accept error.
+    pub async fn serve(&self, listener: TcpListener) -> io::Result<()> {
+        loop {
+            let (stream, remote) = listener.accept().await?;
+            let _ = stream.set_nodelay(true);
+            let io = self.inner.clone();
+            tokio::spawn(async move {
+                io.serve_connection(hyper_util::rt::TokioIo::new(stream), Some(remote))
+                    .await
+            });
+        }
+    }
+}
+
 /// An Engine.IO server on tokio.
 pub struct EngineServer {
     service: EngineService,

@@ -14,6 +14,7 @@ use futures_lite::future;
 use http::HeaderMap;
 use http::request::Parts;
 use sio_core::engine::{BodyError, Engine, EngineEvent, Frame, RequestId, Transmit};
+use sio_core::socket::Server;
 
 use crate::Runtime;
 
@@ -53,70 +54,81 @@ pub trait Core: Send + 'static {
     fn poll_event(&mut self) -> Option<Self::Event>;
     /// See `Engine::poll_timeout`.
     fn poll_timeout(&self) -> Option<Instant>;
+}
+
+/// Forwards the network side of a core type to its inherent methods.
+macro_rules! forward_core {
+    ($core:ty, $event:ty) => {
+        impl Core for $core {
+            type Event = $event;
+            fn handle_request(
+                &mut self,
+                now: Instant,
+                request: RequestId,
+                head: &Parts,
+                remote: Option<SocketAddr>,
+            ) {
+                <$core>::handle_request(self, now, request, head, remote)
+            }
+            fn handle_request_body(
+                &mut self,
+                now: Instant,
+                request: RequestId,
+                body: Result<Bytes, BodyError>,
+            ) {
+                <$core>::handle_request_body(self, now, request, body)
+            }
+            fn handle_closed(&mut self, now: Instant, request: RequestId) {
+                <$core>::handle_closed(self, now, request)
+            }
+            fn handle_ws_open(&mut self, now: Instant, request: RequestId) {
+                <$core>::handle_ws_open(self, now, request)
+            }
+            fn handle_ws_frame(&mut self, now: Instant, request: RequestId, frame: Frame) {
+                <$core>::handle_ws_frame(self, now, request, frame)
+            }
+            fn handle_ws_error(
+                &mut self,
+                now: Instant,
+                request: RequestId,
+                description: &'static str,
+            ) {
+                <$core>::handle_ws_error(self, now, request, description)
+            }
+            fn handle_timeout(&mut self, now: Instant) {
+                <$core>::handle_timeout(self, now)
+            }
+            fn poll_transmit(&mut self) -> Option<Transmit> {
+                <$core>::poll_transmit(self)
+            }
+            fn poll_event(&mut self) -> Option<$event> {
+                <$core>::poll_event(self)
+            }
+            fn poll_timeout(&self) -> Option<Instant> {
+                <$core>::poll_timeout(self)
+            }
+        }
+    };
+}
+
+forward_core!(Engine, EngineEvent);
+forward_core!(Server, sio_core::socket::Event);
+
+/// The application: owns the core and reacts to its events. Commands from outside the driver run
+/// on it too, so they reach the core and the application's own state.
+pub trait App: Send + 'static {
+    /// The state machine it drives.
+    type Core: Core;
+    /// The core.
+    fn core(&mut self) -> &mut Self::Core;
     /// The largest WebSocket message accepted.
     fn max_message_size(&self) -> usize;
+    /// Handles one event of the core.
+    fn handle_event(&mut self, now: Instant, event: <Self::Core as Core>::Event);
 }
 
-impl Core for Engine {
-    type Event = EngineEvent;
-    fn handle_request(
-        &mut self,
-        now: Instant,
-        request: RequestId,
-        head: &Parts,
-        remote: Option<SocketAddr>,
-    ) {
-        Engine::handle_request(self, now, request, head, remote)
-    }
-    fn handle_request_body(
-        &mut self,
-        now: Instant,
-        request: RequestId,
-        body: Result<Bytes, BodyError>,
-    ) {
-        Engine::handle_request_body(self, now, request, body)
-    }
-    fn handle_closed(&mut self, now: Instant, request: RequestId) {
-        Engine::handle_closed(self, now, request)
-    }
-    fn handle_ws_open(&mut self, now: Instant, request: RequestId) {
-        Engine::handle_ws_open(self, now, request)
-    }
-    fn handle_ws_frame(&mut self, now: Instant, request: RequestId, frame: Frame) {
-        Engine::handle_ws_frame(self, now, request, frame)
-    }
-    fn handle_ws_error(&mut self, now: Instant, request: RequestId, description: &'static str) {
-        Engine::handle_ws_error(self, now, request, description)
-    }
-    fn handle_timeout(&mut self, now: Instant) {
-        Engine::handle_timeout(self, now)
-    }
-    fn poll_transmit(&mut self) -> Option<Transmit> {
-        Engine::poll_transmit(self)
-    }
-    fn poll_event(&mut self) -> Option<EngineEvent> {
-        Engine::poll_event(self)
-    }
-    fn poll_timeout(&self) -> Option<Instant> {
-        Engine::poll_timeout(self)
-    }
-    fn max_message_size(&self) -> usize {
-        self.config().max_http_buffer_size
-    }
-}
-
-/// The application: reacts to the core's events, with the core at hand to answer synchronously.
-pub trait App<C: Core>: Send + 'static {
-    /// Handles one event.
-    fn handle_event(&mut self, core: &mut C, now: Instant, event: C::Event);
-    /// Runs an application command sent from outside the driver (an [`crate::EngineHandle`]).
-    fn handle_command(&mut self, core: &mut C, now: Instant, command: AppCommand<C>) {
-        command(core, now)
-    }
-}
-
-/// A command from outside the driver: runs on the driver with the core.
-pub type AppCommand<C> = Box<dyn FnOnce(&mut C, Instant) + Send>;
+/// A command from outside the driver: runs on the driver with the application.
+pub type AppCommand<A> = Box<dyn FnOnce(&mut A, Instant) + Send>;
 
 /// Bounds of the glue's queues and buffers.
 #[derive(Clone, Debug)]
@@ -161,7 +173,7 @@ pub(crate) enum WsOut {
 }
 
 /// An input for the driver.
-pub(crate) enum Command<C: Core> {
+pub(crate) enum Command<A: App> {
     Request {
         id: RequestId,
         head: Box<Parts>,
@@ -187,7 +199,7 @@ pub(crate) enum Command<C: Core> {
         id: RequestId,
         description: &'static str,
     },
-    App(AppCommand<C>),
+    App(AppCommand<A>),
 }
 
 /// Where the driver sends what the core produced for one request.
@@ -197,21 +209,21 @@ enum Slot {
 }
 
 /// The shared handle to a running driver.
-pub(crate) struct Shared<C: Core> {
+pub(crate) struct Shared<A: App> {
     pub runtime: Arc<dyn Runtime>,
-    pub commands: Sender<Command<C>>,
+    pub commands: Sender<Command<A>>,
     pub limits: Limits,
     pub max_message_size: usize,
     next_request: AtomicU64,
 }
 
-impl<C: Core> Shared<C> {
+impl<A: App> Shared<A> {
     pub fn next_request_id(&self) -> RequestId {
         RequestId(self.next_request.fetch_add(1, Ordering::Relaxed))
     }
 
     /// Sends a command that must not be lost even from a context that cannot wait (a `Drop`).
-    pub fn send_now(&self, command: Command<C>) {
+    pub fn send_now(&self, command: Command<A>) {
         match self.commands.try_send(command) {
             Ok(()) | Err(TrySendError::Closed(_)) => {}
             Err(TrySendError::Full(command)) => {
@@ -224,23 +236,17 @@ impl<C: Core> Shared<C> {
     }
 }
 
-/// Starts the driver for `core` and `app` on `runtime`.
-pub(crate) fn spawn<C: Core, A: App<C>>(
-    runtime: Arc<dyn Runtime>,
-    core: C,
-    app: A,
-    limits: Limits,
-) -> Arc<Shared<C>> {
+/// Starts the driver for `app` on `runtime`.
+pub(crate) fn spawn<A: App>(runtime: Arc<dyn Runtime>, app: A, limits: Limits) -> Arc<Shared<A>> {
     let (tx, rx) = async_channel::bounded(limits.driver_queue);
     let shared = Arc::new(Shared {
         runtime: runtime.clone(),
         commands: tx,
-        max_message_size: core.max_message_size(),
+        max_message_size: app.max_message_size(),
         limits,
         next_request: AtomicU64::new(1),
     });
     let driver = Driver {
-        core,
         app,
         runtime: runtime.clone(),
         commands: rx,
@@ -250,26 +256,25 @@ pub(crate) fn spawn<C: Core, A: App<C>>(
     shared
 }
 
-struct Driver<C: Core, A: App<C>> {
-    core: C,
+struct Driver<A: App> {
     app: A,
     runtime: Arc<dyn Runtime>,
-    commands: Receiver<Command<C>>,
+    commands: Receiver<Command<A>>,
     slots: HashMap<RequestId, Slot>,
 }
 
-impl<C: Core, A: App<C>> Driver<C, A> {
+impl<A: App> Driver<A> {
     async fn run(mut self) {
         let mut timer = self.runtime.new_timer(self.runtime.now());
         let mut armed: Option<Instant> = None;
         loop {
             self.drain();
-            let deadline = self.core.poll_timeout();
+            let deadline = self.app.core().poll_timeout();
             // Check the clock before the timer: a timer may report Pending past its deadline.
             if let Some(at) = deadline {
                 let now = self.runtime.now();
                 if at <= now {
-                    self.core.handle_timeout(now);
+                    self.app.core().handle_timeout(now);
                     continue;
                 }
                 if armed != Some(at) {
@@ -303,7 +308,7 @@ impl<C: Core, A: App<C>> Driver<C, A> {
                 None => {
                     armed = None;
                     let now = self.runtime.now();
-                    self.core.handle_timeout(now);
+                    self.app.core().handle_timeout(now);
                 }
             }
             if self.commands.is_closed() && self.commands.is_empty() && self.slots.is_empty() {
@@ -312,7 +317,7 @@ impl<C: Core, A: App<C>> Driver<C, A> {
         }
     }
 
-    fn handle(&mut self, command: Command<C>) {
+    fn handle(&mut self, command: Command<A>) {
         let now = self.runtime.now();
         match command {
             Command::Request {
@@ -322,23 +327,23 @@ impl<C: Core, A: App<C>> Driver<C, A> {
                 reply,
             } => {
                 self.slots.insert(id, Slot::Http(reply));
-                self.core.handle_request(now, id, &head, remote);
+                self.app.core().handle_request(now, id, &head, remote);
             }
-            Command::Body { id, body } => self.core.handle_request_body(now, id, body),
+            Command::Body { id, body } => self.app.core().handle_request_body(now, id, body),
             Command::Closed { id } => {
                 self.slots.remove(&id);
-                self.core.handle_closed(now, id);
+                self.app.core().handle_closed(now, id);
             }
             Command::WsOpen { id, out } => {
                 self.slots.insert(id, Slot::Ws(out));
-                self.core.handle_ws_open(now, id);
+                self.app.core().handle_ws_open(now, id);
             }
-            Command::WsFrame { id, frame } => self.core.handle_ws_frame(now, id, frame),
+            Command::WsFrame { id, frame } => self.app.core().handle_ws_frame(now, id, frame),
             Command::WsError { id, description } => {
                 self.slots.remove(&id);
-                self.core.handle_ws_error(now, id, description);
+                self.app.core().handle_ws_error(now, id, description);
             }
-            Command::App(command) => self.app.handle_command(&mut self.core, now, command),
+            Command::App(command) => command(&mut self.app, now),
         }
     }
 
@@ -346,14 +351,14 @@ impl<C: Core, A: App<C>> Driver<C, A> {
     fn drain(&mut self) {
         loop {
             let mut progressed = false;
-            while let Some(transmit) = self.core.poll_transmit() {
+            while let Some(transmit) = self.app.core().poll_transmit() {
                 progressed = true;
                 self.route(transmit);
             }
-            while let Some(event) = self.core.poll_event() {
+            while let Some(event) = self.app.core().poll_event() {
                 progressed = true;
                 let now = self.runtime.now();
-                self.app.handle_event(&mut self.core, now, event);
+                self.app.handle_event(now, event);
             }
             if !progressed {
                 return;
@@ -392,7 +397,9 @@ impl<C: Core, A: App<C>> Driver<C, A> {
                             let _ = out.force_send(WsOut::Close);
                         }
                         let now = self.runtime.now();
-                        self.core.handle_ws_error(now, request, "send queue full");
+                        self.app
+                            .core()
+                            .handle_ws_error(now, request, "send queue full");
                     }
                 }
             }

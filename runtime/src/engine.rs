@@ -68,10 +68,25 @@ impl EngineSocket<'_> {
     }
 }
 
-struct EngineApp<H>(H);
+/// The engine and the application's handler, owned by the driver.
+pub(crate) struct EngineApp {
+    engine: Engine,
+    handler: Box<dyn EngineHandler>,
+}
 
-impl<H: EngineHandler> App<Engine> for EngineApp<H> {
-    fn handle_event(&mut self, engine: &mut Engine, now: Instant, event: EngineEvent) {
+impl App for EngineApp {
+    type Core = Engine;
+
+    fn core(&mut self) -> &mut Engine {
+        &mut self.engine
+    }
+
+    fn max_message_size(&self) -> usize {
+        self.engine.config().max_http_buffer_size
+    }
+
+    fn handle_event(&mut self, now: Instant, event: EngineEvent) {
+        let engine = &mut self.engine;
         match event {
             EngineEvent::Open { session, handshake } => {
                 let socket = EngineSocket {
@@ -79,7 +94,7 @@ impl<H: EngineHandler> App<Engine> for EngineApp<H> {
                     session,
                     now,
                 };
-                self.0.on_open(socket, &handshake);
+                self.handler.on_open(socket, &handshake);
             }
             EngineEvent::Message { session, message } => {
                 let socket = EngineSocket {
@@ -87,7 +102,7 @@ impl<H: EngineHandler> App<Engine> for EngineApp<H> {
                     session,
                     now,
                 };
-                self.0.on_message(socket, message);
+                self.handler.on_message(socket, message);
             }
             EngineEvent::Upgrade { session } => {
                 let socket = EngineSocket {
@@ -95,20 +110,20 @@ impl<H: EngineHandler> App<Engine> for EngineApp<H> {
                     session,
                     now,
                 };
-                self.0.on_upgrade(socket);
+                self.handler.on_upgrade(socket);
             }
             EngineEvent::Close {
                 session,
                 reason,
                 description,
-            } => self.0.on_close(session, reason, description),
+            } => self.handler.on_close(session, reason, description),
         }
     }
 }
 
 /// A running Engine.IO server: hand it connections. Cheap to clone.
 pub struct EngineService {
-    shared: Arc<Shared<Engine>>,
+    shared: Arc<Shared<EngineApp>>,
 }
 
 impl Clone for EngineService {
@@ -128,7 +143,11 @@ impl EngineService {
         limits: Limits,
     ) -> EngineService {
         let engine = Engine::new(config, runtime.now());
-        let shared = crate::driver::spawn(runtime, engine, EngineApp(handler), limits);
+        let app = EngineApp {
+            engine,
+            handler: Box::new(handler),
+        };
+        let shared = crate::driver::spawn(runtime, app, limits);
         EngineService { shared }
     }
 
@@ -156,15 +175,15 @@ impl EngineService {
 /// Acts on sessions from any task.
 #[derive(Clone)]
 pub struct EngineHandle {
-    shared: Arc<Shared<Engine>>,
+    shared: Arc<Shared<EngineApp>>,
 }
 
 impl EngineHandle {
     /// Sends a message to a session; `Err` if the session is gone or closing.
     pub async fn send(&self, session: SessionId, message: Message) -> Result<(), SendError> {
         let (tx, rx) = async_channel::bounded(1);
-        let command = Command::App(Box::new(move |engine: &mut Engine, _now| {
-            let _ = tx.try_send(engine.send(session, message));
+        let command = Command::App(Box::new(move |app: &mut EngineApp, _now| {
+            let _ = tx.try_send(app.engine.send(session, message));
         }));
         if self.shared.commands.send(command).await.is_err() {
             return Err(SendError::UnknownSession);
@@ -174,8 +193,8 @@ impl EngineHandle {
 
     /// Closes a session (`forced close`).
     pub async fn close(&self, session: SessionId) {
-        let command = Command::App(Box::new(move |engine: &mut Engine, now| {
-            engine.close(now, session)
+        let command = Command::App(Box::new(move |app: &mut EngineApp, now| {
+            app.engine.close(now, session)
         }));
         let _ = self.shared.commands.send(command).await;
     }

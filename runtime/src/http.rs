@@ -14,7 +14,7 @@ use hyper::service::service_fn;
 use sio_core::engine::{BodyError, RequestId};
 
 use crate::HyperTimer;
-use crate::driver::{Command, Core, Outcome, Shared};
+use crate::driver::{App, Command, Outcome, Shared};
 
 /// The request was dropped on the core's word: hyper closes the connection without an answer.
 #[derive(Debug)]
@@ -29,12 +29,12 @@ impl std::fmt::Display for Aborted {
 impl std::error::Error for Aborted {}
 
 /// Serves one connection until it closes.
-pub(crate) async fn serve_connection<C, I>(
-    shared: Arc<Shared<C>>,
+pub(crate) async fn serve_connection<A, I>(
+    shared: Arc<Shared<A>>,
     io: I,
     remote: Option<SocketAddr>,
 ) where
-    C: Core,
+    A: App,
     I: hyper::rt::Read + hyper::rt::Write + Send + Unpin + 'static,
 {
     let timer = HyperTimer(shared.runtime.clone());
@@ -51,13 +51,13 @@ pub(crate) async fn serve_connection<C, I>(
 
 /// Tells the driver if the request's future is dropped before the core was done with it: the
 /// client went away (a parked GET aborted, a POST cut short).
-struct CloseGuard<C: Core> {
-    shared: Arc<Shared<C>>,
+struct CloseGuard<A: App> {
+    shared: Arc<Shared<A>>,
     id: RequestId,
     armed: bool,
 }
 
-impl<C: Core> Drop for CloseGuard<C> {
+impl<A: App> Drop for CloseGuard<A> {
     fn drop(&mut self) {
         if self.armed {
             self.shared.send_now(Command::Closed { id: self.id });
@@ -65,8 +65,8 @@ impl<C: Core> Drop for CloseGuard<C> {
     }
 }
 
-async fn handle<C: Core>(
-    shared: Arc<Shared<C>>,
+async fn handle<A: App>(
+    shared: Arc<Shared<A>>,
     mut req: Request<Incoming>,
     remote: Option<SocketAddr>,
 ) -> Result<Response<Full<Bytes>>, Aborted> {

@@ -8,8 +8,10 @@
 
 mod driver;
 mod engine;
+mod handshake;
 mod http;
 mod io;
+mod socketio;
 mod ws;
 
 use std::future::Future;
@@ -19,9 +21,16 @@ use std::time::Instant;
 
 pub use driver::{App, Core, Limits};
 pub use engine::{EngineHandle, EngineHandler, EngineService, EngineSocket};
+pub use handshake::Handshake;
 pub use sio_core;
+pub use sio_core::engine::Handshake as EngineHandshake;
 pub use sio_core::engine::{
-    CloseReason, EngineConfig, Frame, Handshake, Message, SessionId, Sid, Transport, Transports,
+    CloseReason, EngineConfig, Frame, Message, SessionId, Sid, Transport, Transports,
+};
+pub use sio_core::socket::{DisconnectReason, Payload, PayloadError, ServerConfig};
+pub use socketio::{
+    AckError, AckSender, AckTimeout, Broadcast, BroadcastHandle, ConnectError, EmitError, IoRef,
+    ListenerId, Namespace, SocketEmitter, SocketError, SocketHandle, SocketIo, SocketRef,
 };
 
 /// A boxed future the runtime runs to completion.

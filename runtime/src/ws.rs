@@ -12,7 +12,7 @@ use futures_lite::{StreamExt, future};
 use hyper::upgrade::OnUpgrade;
 use sio_core::engine::{Frame, RequestId};
 
-use crate::driver::{Command, Core, Shared, WsOut};
+use crate::driver::{App, Command, Shared, WsOut};
 use crate::io::FuturesIo;
 
 /// What woke the task.
@@ -21,7 +21,7 @@ enum Wake {
     Write(Option<WsOut>),
 }
 
-pub(crate) async fn run<C: Core>(shared: Arc<Shared<C>>, id: RequestId, on_upgrade: OnUpgrade) {
+pub(crate) async fn run<A: App>(shared: Arc<Shared<A>>, id: RequestId, on_upgrade: OnUpgrade) {
     let Ok(upgraded) = on_upgrade.await else {
         shared.send_now(Command::Closed { id });
         return;

@@ -445,6 +445,11 @@ impl Server {
             .flat_map(|s| s.rooms.iter().map(String::as_str))
     }
 
+    /// The connected sockets an emit to `target` would reach, in delivery order.
+    pub fn recipients_of(&self, target: &Target) -> Result<Vec<SocketId>, CommandError> {
+        self.recipients(target).map(|(_, list)| list)
+    }
+
     /// The number of Engine.IO connections.
     pub fn client_count(&self) -> usize {
         self.clients.len()

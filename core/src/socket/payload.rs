@@ -906,3 +906,172 @@ mod tests {
         assert!(payload.to_args::<(String,)>().is_err());
     }
 }
+
+// ---- `Payload` as a serde type: the raw arguments, binary kept ----------------------------------
+
+/// Serializes as the argument list, attachments as binary values: emitting a received `Payload`
+/// sends the same arguments.
+impl Serialize for Payload {
+    fn serialize<S: ser::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        use ser::SerializeTuple;
+        let mut tuple = serializer.serialize_tuple(self.args.len())?;
+        for arg in &self.args {
+            tuple.serialize_element(&Resolved {
+                value: arg,
+                payload: self,
+            })?;
+        }
+        tuple.end()
+    }
+}
+
+/// A JSON value whose placeholders serialize as their attachments.
+struct Resolved<'a> {
+    value: &'a Value,
+    payload: &'a Payload,
+}
+
+impl Serialize for Resolved<'_> {
+    fn serialize<S: ser::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        use ser::{SerializeMap, SerializeSeq};
+        if let Some(bytes) = self.payload.attachment_of(self.value) {
+            return serializer.serialize_bytes(bytes);
+        }
+        match self.value {
+            Value::Array(items) => {
+                let mut seq = serializer.serialize_seq(Some(items.len()))?;
+                for item in items {
+                    seq.serialize_element(&Resolved {
+                        value: item,
+                        payload: self.payload,
+                    })?;
+                }
+                seq.end()
+            }
+            Value::Object(map) => {
+                let mut out = serializer.serialize_map(Some(map.len()))?;
+                for (k, v) in map {
+                    out.serialize_entry(
+                        k,
+                        &Resolved {
+                            value: v,
+                            payload: self.payload,
+                        },
+                    )?;
+                }
+                out.end()
+            }
+            other => other.serialize(serializer),
+        }
+    }
+}
+
+/// Reads the whole argument list, binary values back into attachments.
+impl<'de> serde::Deserialize<'de> for Payload {
+    fn deserialize<D: de::Deserializer<'de>>(deserializer: D) -> Result<Payload, D::Error> {
+        struct ListVisitor;
+        impl<'de> Visitor<'de> for ListVisitor {
+            type Value = Payload;
+            fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str("a list of arguments")
+            }
+            fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Payload, A::Error> {
+                let mut payload = Payload::default();
+                while let Some(value) = seq.next_element_seed(ValueSeed {
+                    attachments: &mut payload.attachments,
+                })? {
+                    payload.args.push(value);
+                }
+                Ok(payload)
+            }
+        }
+        deserializer.deserialize_seq(ListVisitor)
+    }
+}
+
+/// Builds a JSON value, turning binary values into placeholders.
+struct ValueSeed<'a> {
+    attachments: &'a mut Vec<Bytes>,
+}
+
+impl<'de> DeserializeSeed<'de> for ValueSeed<'_> {
+    type Value = Value;
+    fn deserialize<D: de::Deserializer<'de>>(self, deserializer: D) -> Result<Value, D::Error> {
+        deserializer.deserialize_any(self)
+    }
+}
+
+impl<'de> Visitor<'de> for ValueSeed<'_> {
+    type Value = Value;
+    fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("any value")
+    }
+    fn visit_bool<E>(self, v: bool) -> Result<Value, E> {
+        Ok(Value::Bool(v))
+    }
+    fn visit_i64<E>(self, v: i64) -> Result<Value, E> {
+        Ok(Value::from(v))
+    }
+    fn visit_u64<E>(self, v: u64) -> Result<Value, E> {
+        Ok(Value::from(v))
+    }
+    fn visit_f64<E>(self, v: f64) -> Result<Value, E> {
+        Ok(float(v))
+    }
+    fn visit_str<E>(self, v: &str) -> Result<Value, E> {
+        Ok(Value::String(v.to_owned()))
+    }
+    fn visit_string<E>(self, v: String) -> Result<Value, E> {
+        Ok(Value::String(v))
+    }
+    fn visit_bytes<E>(self, v: &[u8]) -> Result<Value, E> {
+        let placeholder = Payload::placeholder(self.attachments.len());
+        self.attachments.push(Bytes::copy_from_slice(v));
+        Ok(placeholder)
+    }
+    fn visit_none<E>(self) -> Result<Value, E> {
+        Ok(Value::Null)
+    }
+    fn visit_unit<E>(self) -> Result<Value, E> {
+        Ok(Value::Null)
+    }
+    fn visit_some<D: de::Deserializer<'de>>(self, d: D) -> Result<Value, D::Error> {
+        d.deserialize_any(self)
+    }
+    fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Value, A::Error> {
+        let mut items = Vec::new();
+        while let Some(item) = seq.next_element_seed(ValueSeed {
+            attachments: &mut *self.attachments,
+        })? {
+            items.push(item);
+        }
+        Ok(Value::Array(items))
+    }
+    fn visit_map<A: MapAccess<'de>>(self, mut access: A) -> Result<Value, A::Error> {
+        let mut map = Map::new();
+        while let Some(key) = access.next_key::<String>()? {
+            let value = access.next_value_seed(ValueSeed {
+                attachments: &mut *self.attachments,
+            })?;
+            map.insert(key, value);
+        }
+        Ok(Value::Object(map))
+    }
+}
+
+#[cfg(test)]
+mod payload_as_serde_tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn a_received_payload_round_trips_with_its_binary() {
+        let original =
+            Payload::from_args(&(1, "two", json!({"x": [true]}), Bytes::from_static(&[5, 6])))
+                .unwrap();
+        let read: Payload = original.to_args().unwrap();
+        assert_eq!(read, original);
+        let again = Payload::from_args(&read).unwrap();
+        assert_eq!(again, original);
+    }
+}

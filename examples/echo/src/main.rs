@@ -1,0 +1,91 @@
+//! A tour of the sio API, also the server of the end-to-end tests with the official clients.
+//!
+//! - `/` echoes (`echo` is acked with its own arguments), joins rooms, sends to rooms and
+//!   broadcasts, asks the client a question with an ack and a timeout, and disconnects on request.
+//! - `/secure` lets in only clients whose auth payload holds `token: "secret"`; the others get
+//!   `connect_error` with a message and data.
+//!
+//! Listens on 127.0.0.1 at `PORT` (default 3000; `0` picks a free port) and prints the address.
+
+use std::time::Duration;
+
+use serde_json::{Value, json};
+use sio_tokio::{AckError, ConnectError, Payload, ServerConfig, SocketIo};
+use tokio::net::TcpListener;
+
+#[tokio::main]
+async fn main() -> std::io::Result<()> {
+    let port: u16 = std::env::var("PORT")
+        .ok()
+        .and_then(|p| p.parse().ok())
+        .unwrap_or(3000);
+    let io = SocketIo::new(ServerConfig::default());
+
+    io.on_connection(|socket| {
+        // Answer the client's ack with the same arguments, binary included.
+        socket.on("echo", |socket, args: Payload| {
+            let _ = socket.ack(&args);
+        });
+        // Join a room, and tell the client once done.
+        socket.on("join", |socket, room: String| {
+            socket.join(&room);
+            let _ = socket.ack(&socket.rooms());
+        });
+        socket.on("leave", |socket, room: String| {
+            socket.leave(&room);
+            let _ = socket.ack(&socket.rooms());
+        });
+        // Send to everyone in a room but the sender.
+        socket.on("to-room", |socket, (room, message): (String, Value)| {
+            let _ = socket.to(room).emit("room-message", &message);
+        });
+        // Send to everyone but the sender.
+        socket.on("broadcast", |socket, message: Value| {
+            let _ = socket.broadcast().emit("broadcast", &message);
+        });
+        // Send to everyone, the sender included.
+        socket.on("everyone", |socket, message: Value| {
+            let _ = socket.io().emit("everyone", &message);
+        });
+        // Ask the client, wait at most `timeout_ms` for its ack, then report what happened.
+        socket.on("ask", |socket, timeout_ms: u64| {
+            let id = socket.id().to_owned();
+            let timeout = Duration::from_millis(timeout_ms);
+            let _ =
+                socket
+                    .timeout(timeout)
+                    .emit_with_ack("question", &"ping?", move |io, result| {
+                        let answer = match result {
+                            Ok(reply) => json!({ "answer": reply }),
+                            Err(AckError::Timeout) => json!({ "error": "operation has timed out" }),
+                            Err(other) => json!({ "error": other.to_string() }),
+                        };
+                        if let Some(mut socket) = io.socket("/", &id) {
+                            let _ = socket.emit("answer", &answer);
+                        }
+                    });
+        });
+        socket.on("disconnect-me", |socket, close: bool| {
+            socket.disconnect(close)
+        });
+        socket.on_disconnect(|socket, reason| {
+            println!("{} disconnected: {reason}", socket.id());
+        });
+    });
+
+    io.of("/secure")
+        .use_(
+            |_socket, auth| match auth.get("token").and_then(Value::as_str) {
+                Some("secret") => Ok(()),
+                _ => Err(ConnectError::new("not authorized")
+                    .with_data(json!({ "reason": "a token is required" }))),
+            },
+        )
+        .on_connection(|socket| {
+            let _ = socket.emit("welcome", &socket.id().to_owned());
+        });
+
+    let listener = TcpListener::bind(("127.0.0.1", port)).await?;
+    println!("listening on {}", listener.local_addr()?);
+    io.serve(listener).await
+}

@@ -1,0 +1,1507 @@
+//! The Socket.IO API: a server, namespaces, sockets and broadcasts that read like the Socket.IO
+//! server documentation.
+//!
+//! Handlers are plain closures run on the driver task with a [`SocketRef`] (or [`IoRef`]) that acts
+//! on the server at once: cheap, ordered, and a socket's connection handler has run before any of its
+//! packets is dispatched. For long work, take a [`SocketHandle`] (`socket.handle()`) into a task of
+//! your own, or register an async handler with [`SocketRef::on_async`].
+
+use std::any::Any;
+use std::collections::HashMap;
+use std::future::Future;
+use std::net::SocketAddr;
+use std::sync::{Arc, OnceLock, Weak};
+use std::time::{Duration, Instant, SystemTime};
+
+use serde::Serialize;
+use serde::de::DeserializeOwned;
+use serde_json::{Map, Value};
+use sio_core::socket::{
+    AckId, AckOutcome, CommandError, DisconnectReason, EmitOptions, Event, ParseError, Payload,
+    PayloadError, Server, ServerConfig, SocketId, Target,
+};
+
+use crate::driver::{App, Command, Limits, Shared};
+use crate::handshake::Handshake;
+use crate::{BoxFuture, Runtime};
+
+/// An emit could not be carried out.
+#[derive(Debug)]
+pub enum EmitError {
+    /// The arguments could not be serialized.
+    Payload(PayloadError),
+    /// The server refused the command (reserved name, socket gone, ...).
+    Command(CommandError),
+    /// The server is not running.
+    Closed,
+}
+
+impl std::fmt::Display for EmitError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            EmitError::Payload(e) => write!(f, "invalid arguments: {e}"),
+            EmitError::Command(e) => e.fmt(f),
+            EmitError::Closed => f.write_str("the server is not running"),
+        }
+    }
+}
+
+impl std::error::Error for EmitError {}
+
+impl From<PayloadError> for EmitError {
+    fn from(e: PayloadError) -> Self {
+        EmitError::Payload(e)
+    }
+}
+
+impl From<CommandError> for EmitError {
+    fn from(e: CommandError) -> Self {
+        EmitError::Command(e)
+    }
+}
+
+/// An ack from one socket did not come.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum AckError {
+    /// The timeout passed (`operation has timed out` in the reference).
+    Timeout,
+    /// The socket disconnected before answering.
+    Disconnected,
+    /// The emit itself failed.
+    NotSent,
+}
+
+impl std::fmt::Display for AckError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            AckError::Timeout => "operation has timed out",
+            AckError::Disconnected => "the socket disconnected",
+            AckError::NotSent => "the emit failed",
+        })
+    }
+}
+
+impl std::error::Error for AckError {}
+
+/// Not every recipient of a broadcast answered in time; the answers that came are here.
+#[derive(Clone, Debug, PartialEq)]
+pub struct AckTimeout {
+    /// The answers received before the timeout.
+    pub responses: Vec<Payload>,
+}
+
+/// The refusal of a namespace middleware: the client gets `connect_error` with `message` and
+/// `data`.
+#[derive(Clone, Debug, PartialEq)]
+pub struct ConnectError {
+    /// `err.message` on the client.
+    pub message: String,
+    /// `err.data` on the client.
+    pub data: Option<Value>,
+}
+
+impl ConnectError {
+    /// A refusal with a message.
+    pub fn new(message: impl Into<String>) -> ConnectError {
+        ConnectError {
+            message: message.into(),
+            data: None,
+        }
+    }
+
+    /// Adds data for the client.
+    pub fn with_data(mut self, data: Value) -> ConnectError {
+        self.data = Some(data);
+        self
+    }
+}
+
+/// An error event on a socket (`socket.on("error")` in the reference).
+#[derive(Debug)]
+pub enum SocketError {
+    /// A packet middleware refused an event.
+    Middleware(String),
+    /// The arguments of an event did not fit the handler's type.
+    Args {
+        /// The event.
+        event: String,
+        /// Why.
+        error: PayloadError,
+    },
+    /// The client sent a packet that could not be decoded; the connection is closing.
+    Parse(ParseError),
+}
+
+impl std::fmt::Display for SocketError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            SocketError::Middleware(m) => f.write_str(m),
+            SocketError::Args { event, error } => {
+                write!(f, "bad arguments for \"{event}\": {error}")
+            }
+            SocketError::Parse(e) => e.fmt(f),
+        }
+    }
+}
+
+impl std::error::Error for SocketError {}
+
+type ConnectionHandler = Arc<dyn Fn(&mut SocketRef<'_>) + Send + Sync>;
+type Middleware = Arc<dyn Fn(&mut SocketRef<'_>, &Value) -> Result<(), ConnectError> + Send + Sync>;
+type SyncHandler = Arc<dyn Fn(&mut SocketRef<'_>, Payload) + Send + Sync>;
+type AsyncHandler =
+    Arc<dyn Fn(SocketHandle, Payload, Option<AckSender>) -> BoxFuture + Send + Sync>;
+type AnyHandler = Arc<dyn Fn(&mut SocketRef<'_>, &str, &Payload) + Send + Sync>;
+type PacketMiddleware =
+    Arc<dyn Fn(&mut SocketRef<'_>, &str, &Payload) -> Result<(), String> + Send + Sync>;
+type DisconnectHandler = Arc<dyn Fn(&mut SocketRef<'_>, DisconnectReason) + Send + Sync>;
+type ErrorHandler = Arc<dyn Fn(&mut SocketRef<'_>, &SocketError) + Send + Sync>;
+type SingleAck = Box<dyn FnOnce(&mut IoRef<'_>, Result<Payload, AckError>) + Send>;
+type BroadcastAck = Box<dyn FnOnce(&mut IoRef<'_>, Result<Vec<Payload>, AckTimeout>) + Send>;
+
+#[derive(Clone)]
+enum EventHandler {
+    Sync(SyncHandler),
+    Async(AsyncHandler),
+}
+
+/// Names a catch-all listener, to remove it with `off_any`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct ListenerId(u64);
+
+#[derive(Default, Clone)]
+struct NamespaceHandlers {
+    middlewares: Vec<Middleware>,
+    on_connection: Vec<ConnectionHandler>,
+}
+
+struct SocketEntry {
+    sid: String,
+    nsp: String,
+    handshake: Arc<Handshake>,
+    events: HashMap<String, EventHandler>,
+    any: Vec<(ListenerId, AnyHandler)>,
+    any_outgoing: Vec<(ListenerId, AnyHandler)>,
+    middlewares: Vec<PacketMiddleware>,
+    on_disconnecting: Vec<DisconnectHandler>,
+    on_disconnect: Vec<DisconnectHandler>,
+    on_error: Vec<ErrorHandler>,
+    data: Option<Box<dyn Any + Send>>,
+}
+
+enum PendingAck {
+    Single {
+        reply: Option<Payload>,
+        callback: SingleAck,
+    },
+    Broadcast {
+        replies: Vec<Payload>,
+        callback: BroadcastAck,
+    },
+}
+
+/// The application's side of the server: handlers and per-socket state.
+struct State {
+    namespaces: HashMap<String, NamespaceHandlers>,
+    sockets: HashMap<SocketId, SocketEntry>,
+    acks: HashMap<AckId, PendingAck>,
+    next_listener: u64,
+    runtime: Arc<dyn Runtime>,
+    shared: Arc<OnceLock<Weak<Shared<SioApp>>>>,
+}
+
+/// The server and the application's state, owned by the driver task.
+pub(crate) struct SioApp {
+    server: Server,
+    state: State,
+}
+
+impl App for SioApp {
+    type Core = Server;
+
+    fn core(&mut self) -> &mut Server {
+        &mut self.server
+    }
+
+    fn max_message_size(&self) -> usize {
+        self.server.engine().config().max_http_buffer_size
+    }
+
+    fn handle_event(&mut self, now: Instant, event: Event) {
+        let mut io = IoRef {
+            server: &mut self.server,
+            state: &mut self.state,
+            now,
+        };
+        io.dispatch(event);
+    }
+}
+
+/// The server, from inside a handler: acts on it at once.
+pub struct IoRef<'a> {
+    server: &'a mut Server,
+    state: &'a mut State,
+    now: Instant,
+}
+
+impl<'a> IoRef<'a> {
+    fn reborrow(&mut self) -> IoRef<'_> {
+        IoRef {
+            server: &mut *self.server,
+            state: &mut *self.state,
+            now: self.now,
+        }
+    }
+
+    fn socket_ref(&mut self, socket: SocketId, ack: Option<u64>) -> SocketRef<'_> {
+        SocketRef {
+            io: self.reborrow(),
+            socket,
+            ack,
+        }
+    }
+
+    /// Emits to every socket of the main namespace.
+    pub fn emit<T: Serialize + ?Sized>(&mut self, event: &str, args: &T) -> Result<(), EmitError> {
+        self.of("/").emit(event, args)
+    }
+
+    /// A broadcast in namespace `nsp`.
+    pub fn of(&mut self, nsp: &str) -> Broadcast<'_> {
+        Broadcast {
+            io: self.reborrow(),
+            op: Operator::new(nsp),
+        }
+    }
+
+    /// A broadcast to `room` of the main namespace.
+    pub fn to(&mut self, room: impl Into<String>) -> Broadcast<'_> {
+        self.of("/").to(room)
+    }
+
+    /// A broadcast to the main namespace without the members of `room`.
+    pub fn except(&mut self, room: impl Into<String>) -> Broadcast<'_> {
+        self.of("/").except(room)
+    }
+
+    /// A socket by its public id, in namespace `nsp`.
+    pub fn socket(&mut self, nsp: &str, id: &str) -> Option<SocketRef<'_>> {
+        let socket = self
+            .state
+            .sockets
+            .iter()
+            .find(|(_, e)| e.sid == id && e.nsp == nsp)
+            .map(|(s, _)| *s)?;
+        Some(self.socket_ref(socket, None))
+    }
+
+    /// The number of Engine.IO connections.
+    pub fn client_count(&self) -> usize {
+        self.server.client_count()
+    }
+
+    /// Shuts the server down: every socket disconnects with `server shutting down`.
+    pub fn close(&mut self) {
+        self.server.close(self.now);
+    }
+
+    fn shared(&self) -> Option<Arc<Shared<SioApp>>> {
+        self.state.shared.get().and_then(Weak::upgrade)
+    }
+
+    fn dispatch(&mut self, event: Event) {
+        match event {
+            Event::Connect {
+                socket,
+                nsp,
+                auth,
+                handshake,
+            } => self.on_connect(socket, nsp, auth, &handshake),
+            Event::Message {
+                socket,
+                event,
+                args,
+                ack,
+            } => self.on_message(socket, event, args, ack),
+            Event::AckReply { ack, args, .. } => match self.state.acks.get_mut(&ack) {
+                Some(PendingAck::Single { reply, .. }) => *reply = Some(args),
+                Some(PendingAck::Broadcast { replies, .. }) => {
+                    // The reference keeps the first argument of each answer.
+                    replies.push(args)
+                }
+                None => {}
+            },
+            Event::AckDone { ack, outcome } => {
+                let Some(pending) = self.state.acks.remove(&ack) else {
+                    return;
+                };
+                match pending {
+                    PendingAck::Single { reply, callback } => {
+                        let result = match (outcome, reply) {
+                            (AckOutcome::Complete, Some(reply)) => Ok(reply),
+                            (AckOutcome::Complete, None) => Ok(Payload::default()),
+                            (AckOutcome::TimedOut, _) => Err(AckError::Timeout),
+                            (AckOutcome::Disconnected, _) => Err(AckError::Disconnected),
+                        };
+                        callback(self, result);
+                    }
+                    PendingAck::Broadcast { replies, callback } => {
+                        let result = match outcome {
+                            AckOutcome::Complete => Ok(replies),
+                            _ => Err(AckTimeout { responses: replies }),
+                        };
+                        callback(self, result);
+                    }
+                }
+            }
+            Event::SocketError { socket, error } => {
+                self.emit_error(socket, &SocketError::Parse(error));
+            }
+            Event::Disconnecting { socket, reason } => {
+                let handlers = self
+                    .state
+                    .sockets
+                    .get(&socket)
+                    .map(|e| e.on_disconnecting.clone())
+                    .unwrap_or_default();
+                let mut socket = self.socket_ref(socket, None);
+                for handler in handlers {
+                    handler(&mut socket, reason);
+                }
+            }
+            Event::Disconnect { socket, reason } => {
+                let handlers = self
+                    .state
+                    .sockets
+                    .get(&socket)
+                    .map(|e| e.on_disconnect.clone())
+                    .unwrap_or_default();
+                {
+                    let mut socket = self.socket_ref(socket, None);
+                    for handler in handlers {
+                        handler(&mut socket, reason);
+                    }
+                }
+                self.state.sockets.remove(&socket);
+            }
+        }
+    }
+
+    fn on_connect(
+        &mut self,
+        socket: SocketId,
+        nsp: sio_core::socket::NspId,
+        auth: Value,
+        engine: &sio_core::engine::Handshake,
+    ) {
+        let name = self.server.namespace_name(nsp).to_owned();
+        let handlers = self
+            .state
+            .namespaces
+            .get(&name)
+            .cloned()
+            .unwrap_or_default();
+        let sid = self
+            .server
+            .socket_sid(socket)
+            .map(|s| s.to_string())
+            .unwrap_or_default();
+        let handshake = Arc::new(Handshake::new(engine, auth.clone(), SystemTime::now()));
+        self.state.sockets.insert(
+            socket,
+            SocketEntry {
+                sid,
+                nsp: name,
+                handshake,
+                events: HashMap::new(),
+                any: Vec::new(),
+                any_outgoing: Vec::new(),
+                middlewares: Vec::new(),
+                on_disconnecting: Vec::new(),
+                on_disconnect: Vec::new(),
+                on_error: Vec::new(),
+                data: None,
+            },
+        );
+        for middleware in &handlers.middlewares {
+            let result = middleware(&mut self.socket_ref(socket, None), &auth);
+            if let Err(error) = result {
+                self.state.sockets.remove(&socket);
+                let mut body = Map::new();
+                body.insert("message".into(), Value::String(error.message));
+                if let Some(data) = error.data {
+                    body.insert("data".into(), data);
+                }
+                let _ = self.server.reject(self.now, socket, Value::Object(body));
+                return;
+            }
+        }
+        if self.server.accept(self.now, socket).is_err() {
+            self.state.sockets.remove(&socket);
+            return;
+        }
+        let mut socket = self.socket_ref(socket, None);
+        for handler in &handlers.on_connection {
+            handler(&mut socket);
+        }
+    }
+
+    fn on_message(&mut self, socket: SocketId, event: String, args: Payload, ack: Option<u64>) {
+        let Some(entry) = self.state.sockets.get(&socket) else {
+            return;
+        };
+        let any: Vec<AnyHandler> = entry.any.iter().map(|(_, h)| h.clone()).collect();
+        let middlewares = entry.middlewares.clone();
+        let handler = entry.events.get(&event).cloned();
+        let mut socket_ref = self.socket_ref(socket, ack);
+        // As in the reference, catch-all listeners run before the packet middlewares.
+        for listener in any {
+            listener(&mut socket_ref, &event, &args);
+        }
+        for middleware in middlewares {
+            if let Err(message) = middleware(&mut socket_ref, &event, &args) {
+                socket_ref
+                    .io
+                    .emit_error(socket, &SocketError::Middleware(message));
+                return;
+            }
+        }
+        if !socket_ref.connected() {
+            return;
+        }
+        match handler {
+            Some(EventHandler::Sync(handler)) => handler(&mut socket_ref, args),
+            Some(EventHandler::Async(handler)) => {
+                let Some(handle) = socket_ref.handle() else {
+                    return;
+                };
+                let ack = socket_ref.ack.take().map(|id| AckSender {
+                    socket: handle.clone(),
+                    id,
+                });
+                let task = handler(handle, args, ack);
+                self.state.runtime.spawn(task);
+            }
+            None => {}
+        }
+    }
+
+    fn emit_error(&mut self, socket: SocketId, error: &SocketError) {
+        let handlers = self
+            .state
+            .sockets
+            .get(&socket)
+            .map(|e| e.on_error.clone())
+            .unwrap_or_default();
+        let mut socket = self.socket_ref(socket, None);
+        for handler in handlers {
+            handler(&mut socket, error);
+        }
+    }
+
+    /// Tells the outgoing catch-all listeners of every recipient.
+    fn notify_outgoing(&mut self, recipients: &[SocketId], event: &str, payload: &Payload) {
+        for socket in recipients {
+            let listeners: Vec<AnyHandler> = match self.state.sockets.get(socket) {
+                Some(e) if !e.any_outgoing.is_empty() => {
+                    e.any_outgoing.iter().map(|(_, h)| h.clone()).collect()
+                }
+                _ => continue,
+            };
+            let mut socket = self.socket_ref(*socket, None);
+            for listener in listeners {
+                listener(&mut socket, event, payload);
+            }
+        }
+    }
+
+    fn any_outgoing(&self) -> bool {
+        self.state
+            .sockets
+            .values()
+            .any(|e| !e.any_outgoing.is_empty())
+    }
+}
+
+/// Who a broadcast reaches.
+#[derive(Clone, Debug)]
+struct Operator {
+    nsp: String,
+    rooms: Vec<String>,
+    except: Vec<String>,
+    volatile: bool,
+    timeout: Option<Duration>,
+}
+
+impl Operator {
+    fn new(nsp: &str) -> Operator {
+        Operator {
+            nsp: nsp.to_owned(),
+            rooms: Vec::new(),
+            except: Vec::new(),
+            volatile: false,
+            timeout: None,
+        }
+    }
+
+    fn target(&self, server: &Server) -> Result<Target, EmitError> {
+        let nsp = server
+            .find_namespace(&self.nsp)
+            .ok_or(CommandError::UnknownNamespace)?;
+        Ok(Target::Rooms {
+            nsp,
+            rooms: self.rooms.clone(),
+            except: self.except.clone(),
+        })
+    }
+
+    fn emit(&self, io: &mut IoRef<'_>, event: &str, payload: &Payload) -> Result<(), EmitError> {
+        let target = self.target(io.server)?;
+        if io.any_outgoing() {
+            let recipients = io.server.recipients_of(&target)?;
+            io.notify_outgoing(&recipients, event, payload);
+        }
+        let options = EmitOptions {
+            volatile: self.volatile,
+            ack: None,
+        };
+        io.server.emit(io.now, &target, event, payload, options)?;
+        Ok(())
+    }
+
+    fn emit_with_ack(
+        &self,
+        io: &mut IoRef<'_>,
+        event: &str,
+        payload: &Payload,
+        callback: BroadcastAck,
+    ) -> Result<(), EmitError> {
+        let target = self.target(io.server)?;
+        let timeout = self.timeout.ok_or(CommandError::TimeoutRequired)?;
+        let options = EmitOptions {
+            volatile: self.volatile,
+            ack: Some(Some(timeout)),
+        };
+        if io.any_outgoing() {
+            let recipients = io.server.recipients_of(&target)?;
+            io.notify_outgoing(&recipients, event, payload);
+        }
+        // Register first: the ack may be over at once (no recipient).
+        let ack = io.server.emit(io.now, &target, event, payload, options)?;
+        if let Some(ack) = ack {
+            io.state.acks.insert(
+                ack,
+                PendingAck::Broadcast {
+                    replies: Vec::new(),
+                    callback,
+                },
+            );
+        }
+        Ok(())
+    }
+}
+
+/// A broadcast from inside a handler: `io.to("room").except("other").emit(...)`.
+pub struct Broadcast<'a> {
+    io: IoRef<'a>,
+    op: Operator,
+}
+
+impl Broadcast<'_> {
+    /// Also reach the members of `room` (the union of all rooms named).
+    pub fn to(mut self, room: impl Into<String>) -> Self {
+        self.op.rooms.push(room.into());
+        self
+    }
+
+    /// Same as [`Broadcast::to`].
+    pub fn in_(self, room: impl Into<String>) -> Self {
+        self.to(room)
+    }
+
+    /// Leave out the members of `room`.
+    pub fn except(mut self, room: impl Into<String>) -> Self {
+        self.op.except.push(room.into());
+        self
+    }
+
+    /// Drop the packet for recipients that cannot take it right now.
+    pub fn volatile(mut self) -> Self {
+        self.op.volatile = true;
+        self
+    }
+
+    /// Only this server (there is no cluster adapter yet, so this changes nothing).
+    pub fn local(self) -> Self {
+        self
+    }
+
+    /// The time to wait for acks.
+    pub fn timeout(mut self, timeout: Duration) -> Self {
+        self.op.timeout = Some(timeout);
+        self
+    }
+
+    /// Emits to every recipient; the packet is encoded once.
+    pub fn emit<T: Serialize + ?Sized>(mut self, event: &str, args: &T) -> Result<(), EmitError> {
+        let payload = Payload::from_args(args)?;
+        self.op.emit(&mut self.io, event, &payload)
+    }
+
+    /// Emits and collects one answer per recipient; `callback` runs once, with every answer or
+    /// with the answers that came before the timeout (a timeout is required).
+    pub fn emit_with_ack<T, F>(
+        mut self,
+        event: &str,
+        args: &T,
+        callback: F,
+    ) -> Result<(), EmitError>
+    where
+        T: Serialize + ?Sized,
+        F: FnOnce(&mut IoRef<'_>, Result<Vec<Payload>, AckTimeout>) + Send + 'static,
+    {
+        let payload = Payload::from_args(args)?;
+        self.op
+            .emit_with_ack(&mut self.io, event, &payload, Box::new(callback))
+    }
+}
+
+/// A socket, from inside a handler: acts on the server at once.
+pub struct SocketRef<'a> {
+    io: IoRef<'a>,
+    socket: SocketId,
+    /// The client's ack id of the event being handled, until answered.
+    ack: Option<u64>,
+}
+
+impl<'a> SocketRef<'a> {
+    fn entry(&self) -> Option<&SocketEntry> {
+        self.io.state.sockets.get(&self.socket)
+    }
+
+    fn entry_mut(&mut self) -> Option<&mut SocketEntry> {
+        self.io.state.sockets.get_mut(&self.socket)
+    }
+
+    /// The socket's public id (20 characters; not the secret Engine.IO id).
+    pub fn id(&self) -> &str {
+        self.entry().map_or("", |e| e.sid.as_str())
+    }
+
+    /// The namespace's name.
+    pub fn nsp(&self) -> &str {
+        self.entry().map_or("", |e| e.nsp.as_str())
+    }
+
+    /// Whether the socket is connected.
+    pub fn connected(&self) -> bool {
+        self.io.server.is_connected(self.socket)
+    }
+
+    /// The handshake of the connection.
+    pub fn handshake(&self) -> Option<Arc<Handshake>> {
+        self.entry().map(|e| e.handshake.clone())
+    }
+
+    /// The server.
+    pub fn io(&mut self) -> &mut IoRef<'a> {
+        &mut self.io
+    }
+
+    /// The application's data for this socket, if set and of type `T`.
+    pub fn data<T: Any + Send>(&self) -> Option<&T> {
+        self.entry()?.data.as_ref()?.downcast_ref()
+    }
+
+    /// The application's data for this socket, created with `T::default()` when missing or of
+    /// another type.
+    pub fn data_mut<T: Any + Send + Default>(&mut self) -> Option<&mut T> {
+        let entry = self.entry_mut()?;
+        if !entry.data.as_ref().is_some_and(|d| d.is::<T>()) {
+            entry.data = Some(Box::new(T::default()));
+        }
+        entry.data.as_mut()?.downcast_mut()
+    }
+
+    /// Sets the application's data for this socket.
+    pub fn set_data<T: Any + Send>(&mut self, data: T) {
+        if let Some(entry) = self.entry_mut() {
+            entry.data = Some(Box::new(data));
+        }
+    }
+
+    /// Listens to `event`; the arguments are read as `T` (see [`Payload`] for the mapping; use
+    /// `Payload` itself for the raw arguments).
+    pub fn on<T, F>(&mut self, event: &str, handler: F)
+    where
+        T: DeserializeOwned,
+        F: Fn(&mut SocketRef<'_>, T) + Send + Sync + 'static,
+    {
+        let name = event.to_owned();
+        let wrapped: SyncHandler =
+            Arc::new(
+                move |socket, payload: Payload| match payload.to_args::<T>() {
+                    Ok(args) => handler(socket, args),
+                    Err(error) => {
+                        let error = SocketError::Args {
+                            event: name.clone(),
+                            error,
+                        };
+                        let id = socket.socket;
+                        socket.io.emit_error(id, &error);
+                    }
+                },
+            );
+        if let Some(entry) = self.entry_mut() {
+            entry
+                .events
+                .insert(event.to_owned(), EventHandler::Sync(wrapped));
+        }
+    }
+
+    /// Listens to `event` with an async handler, spawned on the runtime for each event. It gets a
+    /// [`SocketHandle`] and, when the client asked for one, an [`AckSender`].
+    pub fn on_async<T, F, Fut>(&mut self, event: &str, handler: F)
+    where
+        T: DeserializeOwned + Send + 'static,
+        F: Fn(SocketHandle, T, Option<AckSender>) -> Fut + Send + Sync + 'static,
+        Fut: Future<Output = ()> + Send + 'static,
+    {
+        let wrapped: AsyncHandler =
+            Arc::new(
+                move |socket, payload: Payload, ack| match payload.to_args::<T>() {
+                    Ok(args) => Box::pin(handler(socket, args, ack)),
+                    Err(_) => Box::pin(async {}),
+                },
+            );
+        if let Some(entry) = self.entry_mut() {
+            entry
+                .events
+                .insert(event.to_owned(), EventHandler::Async(wrapped));
+        }
+    }
+
+    /// Stops listening to `event`.
+    pub fn off(&mut self, event: &str) {
+        if let Some(entry) = self.entry_mut() {
+            entry.events.remove(event);
+        }
+    }
+
+    fn next_listener(&mut self) -> ListenerId {
+        self.io.state.next_listener += 1;
+        ListenerId(self.io.state.next_listener)
+    }
+
+    /// Listens to every incoming event (before the packet middlewares, as in the reference).
+    pub fn on_any<F>(&mut self, listener: F) -> ListenerId
+    where
+        F: Fn(&mut SocketRef<'_>, &str, &Payload) + Send + Sync + 'static,
+    {
+        let id = self.next_listener();
+        if let Some(entry) = self.entry_mut() {
+            entry.any.push((id, Arc::new(listener)));
+        }
+        id
+    }
+
+    /// Like [`SocketRef::on_any`], called before the others.
+    pub fn prepend_any<F>(&mut self, listener: F) -> ListenerId
+    where
+        F: Fn(&mut SocketRef<'_>, &str, &Payload) + Send + Sync + 'static,
+    {
+        let id = self.next_listener();
+        if let Some(entry) = self.entry_mut() {
+            entry.any.insert(0, (id, Arc::new(listener)));
+        }
+        id
+    }
+
+    /// Removes one catch-all listener, or all of them with `None`.
+    pub fn off_any(&mut self, id: Option<ListenerId>) {
+        if let Some(entry) = self.entry_mut() {
+            entry.any.retain(|(l, _)| id.is_some_and(|id| id != *l));
+        }
+    }
+
+    /// Listens to every outgoing event of this socket, broadcasts included.
+    pub fn on_any_outgoing<F>(&mut self, listener: F) -> ListenerId
+    where
+        F: Fn(&mut SocketRef<'_>, &str, &Payload) + Send + Sync + 'static,
+    {
+        let id = self.next_listener();
+        if let Some(entry) = self.entry_mut() {
+            entry.any_outgoing.push((id, Arc::new(listener)));
+        }
+        id
+    }
+
+    /// Like [`SocketRef::on_any_outgoing`], called before the others.
+    pub fn prepend_any_outgoing<F>(&mut self, listener: F) -> ListenerId
+    where
+        F: Fn(&mut SocketRef<'_>, &str, &Payload) + Send + Sync + 'static,
+    {
+        let id = self.next_listener();
+        if let Some(entry) = self.entry_mut() {
+            entry.any_outgoing.insert(0, (id, Arc::new(listener)));
+        }
+        id
+    }
+
+    /// Removes one outgoing catch-all listener, or all of them with `None`.
+    pub fn off_any_outgoing(&mut self, id: Option<ListenerId>) {
+        if let Some(entry) = self.entry_mut() {
+            entry
+                .any_outgoing
+                .retain(|(l, _)| id.is_some_and(|id| id != *l));
+        }
+    }
+
+    /// A packet middleware (`socket.use` in the reference): runs for each incoming event before its
+    /// handler; an `Err` drops the event and becomes an `error` on the socket.
+    pub fn use_<F>(&mut self, middleware: F)
+    where
+        F: Fn(&mut SocketRef<'_>, &str, &Payload) -> Result<(), String> + Send + Sync + 'static,
+    {
+        if let Some(entry) = self.entry_mut() {
+            entry.middlewares.push(Arc::new(middleware));
+        }
+    }
+
+    /// Called while the socket disconnects, still in its rooms.
+    pub fn on_disconnecting<F>(&mut self, handler: F)
+    where
+        F: Fn(&mut SocketRef<'_>, DisconnectReason) + Send + Sync + 'static,
+    {
+        if let Some(entry) = self.entry_mut() {
+            entry.on_disconnecting.push(Arc::new(handler));
+        }
+    }
+
+    /// Called once the socket disconnected and left its rooms.
+    pub fn on_disconnect<F>(&mut self, handler: F)
+    where
+        F: Fn(&mut SocketRef<'_>, DisconnectReason) + Send + Sync + 'static,
+    {
+        if let Some(entry) = self.entry_mut() {
+            entry.on_disconnect.push(Arc::new(handler));
+        }
+    }
+
+    /// Called for errors on the socket (refused by a packet middleware, bad arguments, a packet that
+    /// could not be decoded).
+    pub fn on_error<F>(&mut self, handler: F)
+    where
+        F: Fn(&mut SocketRef<'_>, &SocketError) + Send + Sync + 'static,
+    {
+        if let Some(entry) = self.entry_mut() {
+            entry.on_error.push(Arc::new(handler));
+        }
+    }
+
+    /// Emits to this socket.
+    pub fn emit<T: Serialize + ?Sized>(&mut self, event: &str, args: &T) -> Result<(), EmitError> {
+        self.emitter().emit(event, args)
+    }
+
+    /// Emits `message` (`socket.send` in the reference).
+    pub fn send<T: Serialize + ?Sized>(&mut self, args: &T) -> Result<(), EmitError> {
+        self.emit("message", args)
+    }
+
+    fn emitter(&mut self) -> SocketEmitter<'_> {
+        SocketEmitter {
+            socket: self.socket,
+            io: self.io.reborrow(),
+            volatile: false,
+            timeout: None,
+        }
+    }
+
+    /// The next emit is dropped if the transport cannot take it right now.
+    pub fn volatile(&mut self) -> SocketEmitter<'_> {
+        let mut emitter = self.emitter();
+        emitter.volatile = true;
+        emitter
+    }
+
+    /// The next emit waits this long for the client's ack.
+    pub fn timeout(&mut self, timeout: Duration) -> SocketEmitter<'_> {
+        let mut emitter = self.emitter();
+        emitter.timeout = Some(timeout);
+        emitter
+    }
+
+    /// Emits and calls `callback` once with the client's answer (no timeout: waits until the
+    /// answer or the disconnection).
+    pub fn emit_with_ack<T, F>(
+        &mut self,
+        event: &str,
+        args: &T,
+        callback: F,
+    ) -> Result<(), EmitError>
+    where
+        T: Serialize + ?Sized,
+        F: FnOnce(&mut IoRef<'_>, Result<Payload, AckError>) + Send + 'static,
+    {
+        self.emitter().emit_with_ack(event, args, callback)
+    }
+
+    /// Answers the ack the client asked for with the event being handled; only the first answer is
+    /// sent. Returns `false` when there is nothing to answer.
+    pub fn ack<T: Serialize + ?Sized>(&mut self, args: &T) -> Result<bool, EmitError> {
+        let Some(id) = self.ack.take() else {
+            return Ok(false);
+        };
+        let payload = Payload::from_args(args)?;
+        self.io.server.ack(self.io.now, self.socket, id, &payload)?;
+        Ok(true)
+    }
+
+    /// Whether the event being handled asked for an ack not yet sent.
+    pub fn wants_ack(&self) -> bool {
+        self.ack.is_some()
+    }
+
+    fn broadcast_op(&self) -> Operator {
+        let mut op = Operator::new(self.nsp());
+        op.except.push(self.id().to_owned());
+        op
+    }
+
+    /// A broadcast to `room`, without this socket.
+    pub fn to(&mut self, room: impl Into<String>) -> Broadcast<'_> {
+        let op = self.broadcast_op();
+        Broadcast {
+            io: self.io.reborrow(),
+            op,
+        }
+        .to(room)
+    }
+
+    /// Same as [`SocketRef::to`].
+    pub fn in_(&mut self, room: impl Into<String>) -> Broadcast<'_> {
+        self.to(room)
+    }
+
+    /// A broadcast to the namespace without the members of `room` and without this socket.
+    pub fn except(&mut self, room: impl Into<String>) -> Broadcast<'_> {
+        let op = self.broadcast_op();
+        Broadcast {
+            io: self.io.reborrow(),
+            op,
+        }
+        .except(room)
+    }
+
+    /// A broadcast to every other socket of the namespace.
+    pub fn broadcast(&mut self) -> Broadcast<'_> {
+        let op = self.broadcast_op();
+        Broadcast {
+            io: self.io.reborrow(),
+            op,
+        }
+    }
+
+    /// Joins a room.
+    pub fn join(&mut self, room: &str) {
+        self.io.server.join(self.socket, room);
+    }
+
+    /// Leaves a room.
+    pub fn leave(&mut self, room: &str) {
+        self.io.server.leave(self.socket, room);
+    }
+
+    /// The rooms of the socket (its own id among them).
+    pub fn rooms(&self) -> Vec<String> {
+        self.io
+            .server
+            .rooms(self.socket)
+            .map(str::to_owned)
+            .collect()
+    }
+
+    /// Disconnects the socket (`server namespace disconnect`); with `close`, the whole connection.
+    pub fn disconnect(&mut self, close: bool) {
+        let _ = self.io.server.disconnect(self.io.now, self.socket, close);
+    }
+
+    /// A handle for tasks of your own.
+    pub fn handle(&self) -> Option<SocketHandle> {
+        let shared = self.io.shared()?;
+        Some(SocketHandle {
+            shared,
+            socket: self.socket,
+            id: self.id().into(),
+        })
+    }
+}
+
+/// One emit to one socket: `socket.volatile()` or `socket.timeout(d)`.
+pub struct SocketEmitter<'a> {
+    socket: SocketId,
+    io: IoRef<'a>,
+    volatile: bool,
+    timeout: Option<Duration>,
+}
+
+impl SocketEmitter<'_> {
+    /// Drop the packet if the transport cannot take it right now.
+    pub fn volatile(mut self) -> Self {
+        self.volatile = true;
+        self
+    }
+
+    /// Wait this long for the ack.
+    pub fn timeout(mut self, timeout: Duration) -> Self {
+        self.timeout = Some(timeout);
+        self
+    }
+
+    /// Emits.
+    pub fn emit<T: Serialize + ?Sized>(mut self, event: &str, args: &T) -> Result<(), EmitError> {
+        let payload = Payload::from_args(args)?;
+        self.io.notify_outgoing(&[self.socket], event, &payload);
+        let options = EmitOptions {
+            volatile: self.volatile,
+            ack: None,
+        };
+        self.io.server.emit(
+            self.io.now,
+            &Target::Socket(self.socket),
+            event,
+            &payload,
+            options,
+        )?;
+        Ok(())
+    }
+
+    /// Emits and calls `callback` once with the answer, a timeout or the disconnection.
+    pub fn emit_with_ack<T, F>(
+        mut self,
+        event: &str,
+        args: &T,
+        callback: F,
+    ) -> Result<(), EmitError>
+    where
+        T: Serialize + ?Sized,
+        F: FnOnce(&mut IoRef<'_>, Result<Payload, AckError>) + Send + 'static,
+    {
+        let payload = Payload::from_args(args)?;
+        self.io.notify_outgoing(&[self.socket], event, &payload);
+        let options = EmitOptions {
+            volatile: self.volatile,
+            ack: Some(self.timeout),
+        };
+        let ack = self.io.server.emit(
+            self.io.now,
+            &Target::Socket(self.socket),
+            event,
+            &payload,
+            options,
+        )?;
+        if let Some(ack) = ack {
+            self.io.state.acks.insert(
+                ack,
+                PendingAck::Single {
+                    reply: None,
+                    callback: Box::new(callback),
+                },
+            );
+        }
+        Ok(())
+    }
+}
+
+// ---- handles: the same operations from any task -------------------------------------------------
+
+/// Runs `f` on the driver and returns its result.
+async fn on_driver<R: Send + 'static>(
+    shared: &Shared<SioApp>,
+    f: impl FnOnce(&mut IoRef<'_>) -> R + Send + 'static,
+) -> Option<R> {
+    let (tx, rx) = async_channel::bounded(1);
+    let command = Command::App(Box::new(move |app: &mut SioApp, now| {
+        let mut io = IoRef {
+            server: &mut app.server,
+            state: &mut app.state,
+            now,
+        };
+        let _ = tx.try_send(f(&mut io));
+    }));
+    shared.commands.send(command).await.ok()?;
+    rx.recv().await.ok()
+}
+
+/// A socket, from any task.
+#[derive(Clone)]
+pub struct SocketHandle {
+    shared: Arc<Shared<SioApp>>,
+    socket: SocketId,
+    id: Arc<str>,
+}
+
+impl SocketHandle {
+    /// The socket's public id.
+    pub fn id(&self) -> &str {
+        &self.id
+    }
+
+    async fn with<R: Send + 'static>(
+        &self,
+        f: impl FnOnce(&mut SocketRef<'_>) -> R + Send + 'static,
+    ) -> Option<R> {
+        let socket = self.socket;
+        on_driver(&self.shared, move |io| {
+            io.state
+                .sockets
+                .contains_key(&socket)
+                .then(|| f(&mut io.socket_ref(socket, None)))
+        })
+        .await
+        .flatten()
+    }
+
+    /// Emits to the socket.
+    pub async fn emit<T: Serialize + ?Sized>(
+        &self,
+        event: &str,
+        args: &T,
+    ) -> Result<(), EmitError> {
+        let payload = Payload::from_args(args)?;
+        let event = event.to_owned();
+        self.with(move |s| s.emit(&event, &payload))
+            .await
+            .unwrap_or(Err(EmitError::Command(CommandError::UnknownSocket)))
+    }
+
+    /// Emits and waits for the answer (forever without a timeout, or until the disconnection).
+    pub async fn emit_with_ack<T: Serialize + ?Sized>(
+        &self,
+        event: &str,
+        args: &T,
+        timeout: Option<Duration>,
+    ) -> Result<Payload, AckError> {
+        let payload = Payload::from_args(args).map_err(|_| AckError::NotSent)?;
+        let event = event.to_owned();
+        let (tx, rx) = async_channel::bounded(1);
+        let sent = self
+            .with(move |s| {
+                let callback = move |_: &mut IoRef<'_>, result| {
+                    let _ = tx.try_send(result);
+                };
+                let emitter = match timeout {
+                    Some(t) => s.timeout(t),
+                    None => s.emitter(),
+                };
+                emitter.emit_with_ack(&event, &payload, callback).is_ok()
+            })
+            .await;
+        if sent != Some(true) {
+            return Err(AckError::NotSent);
+        }
+        rx.recv().await.unwrap_or(Err(AckError::Disconnected))
+    }
+
+    /// Joins a room.
+    pub async fn join(&self, room: &str) {
+        let room = room.to_owned();
+        self.with(move |s| s.join(&room)).await;
+    }
+
+    /// Leaves a room.
+    pub async fn leave(&self, room: &str) {
+        let room = room.to_owned();
+        self.with(move |s| s.leave(&room)).await;
+    }
+
+    /// The rooms of the socket.
+    pub async fn rooms(&self) -> Vec<String> {
+        self.with(|s| s.rooms()).await.unwrap_or_default()
+    }
+
+    /// Disconnects the socket.
+    pub async fn disconnect(&self, close: bool) {
+        self.with(move |s| s.disconnect(close)).await;
+    }
+}
+
+/// Answers a client's ack from an async handler; only the first answer is sent.
+pub struct AckSender {
+    socket: SocketHandle,
+    id: u64,
+}
+
+impl AckSender {
+    /// Sends the answer.
+    pub async fn send<T: Serialize + ?Sized>(self, args: &T) -> Result<(), EmitError> {
+        let payload = Payload::from_args(args)?;
+        let (socket, id) = (self.socket.socket, self.id);
+        on_driver(&self.socket.shared, move |io| {
+            io.server
+                .ack(io.now, socket, id, &payload)
+                .map_err(EmitError::from)
+        })
+        .await
+        .unwrap_or(Err(EmitError::Closed))
+    }
+}
+
+/// A running Socket.IO server: register handlers, hand it connections, emit from any task. Cheap to
+/// clone.
+#[derive(Clone)]
+pub struct SocketIo {
+    shared: Arc<Shared<SioApp>>,
+}
+
+impl SocketIo {
+    /// Starts the server's driver task on `runtime`.
+    pub fn start(runtime: Arc<dyn Runtime>, config: ServerConfig, limits: Limits) -> SocketIo {
+        let cell = Arc::new(OnceLock::new());
+        let app = SioApp {
+            server: Server::new(config, runtime.now()),
+            state: State {
+                namespaces: HashMap::new(),
+                sockets: HashMap::new(),
+                acks: HashMap::new(),
+                next_listener: 0,
+                runtime: runtime.clone(),
+                shared: cell.clone(),
+            },
+        };
+        let shared = crate::driver::spawn(runtime, app, limits);
+        let _ = cell.set(Arc::downgrade(&shared));
+        SocketIo { shared }
+    }
+
+    /// Runs a registration on the driver, in order with everything else sent to it.
+    fn register(&self, f: impl FnOnce(&mut SioApp) + Send + 'static) {
+        self.shared
+            .send_now(Command::App(Box::new(move |app: &mut SioApp, _| f(app))));
+    }
+
+    /// The namespace `name`, created if needed.
+    pub fn of(&self, name: &str) -> Namespace {
+        let name = if name.starts_with('/') {
+            name.to_owned()
+        } else {
+            format!("/{name}")
+        };
+        let created = name.clone();
+        self.register(move |app| {
+            app.server.namespace(&created);
+        });
+        Namespace {
+            io: self.clone(),
+            name,
+        }
+    }
+
+    /// `io.on("connection")` on the main namespace.
+    pub fn on_connection<F>(&self, handler: F)
+    where
+        F: Fn(&mut SocketRef<'_>) + Send + Sync + 'static,
+    {
+        self.of("/").on_connection(handler);
+    }
+
+    /// A middleware of the main namespace (`io.use` in the reference).
+    pub fn use_<F>(&self, middleware: F)
+    where
+        F: Fn(&mut SocketRef<'_>, &Value) -> Result<(), ConnectError> + Send + Sync + 'static,
+    {
+        self.of("/").use_(middleware);
+    }
+
+    /// Emits to every socket of the main namespace.
+    pub async fn emit<T: Serialize + ?Sized>(
+        &self,
+        event: &str,
+        args: &T,
+    ) -> Result<(), EmitError> {
+        self.of("/").emit(event, args).await
+    }
+
+    /// A broadcast to `room` of the main namespace.
+    pub fn to(&self, room: impl Into<String>) -> BroadcastHandle {
+        BroadcastHandle {
+            shared: self.shared.clone(),
+            op: Operator::new("/"),
+        }
+        .to(room)
+    }
+
+    /// Runs `f` on the driver with the server at hand, and returns its result.
+    pub async fn with<R: Send + 'static>(
+        &self,
+        f: impl FnOnce(&mut IoRef<'_>) -> R + Send + 'static,
+    ) -> Option<R> {
+        on_driver(&self.shared, f).await
+    }
+
+    /// The number of Engine.IO connections.
+    pub async fn client_count(&self) -> usize {
+        self.with(|io| io.client_count()).await.unwrap_or(0)
+    }
+
+    /// Shuts down: every socket disconnects with `server shutting down`.
+    pub async fn close(&self) {
+        self.with(|io| io.close()).await;
+    }
+
+    /// Serves one accepted connection (HTTP/1.1 with WebSocket upgrades) until it closes.
+    pub async fn serve_connection<I>(&self, io: I, remote: Option<SocketAddr>)
+    where
+        I: hyper::rt::Read + hyper::rt::Write + Send + Unpin + 'static,
+    {
+        crate::http::serve_connection(self.shared.clone(), io, remote).await
+    }
+
+    /// The runtime the server runs on.
+    pub fn runtime(&self) -> &Arc<dyn Runtime> {
+        &self.shared.runtime
+    }
+}
+
+/// A namespace of a running server.
+#[derive(Clone)]
+pub struct Namespace {
+    io: SocketIo,
+    name: String,
+}
+
+impl Namespace {
+    /// The name.
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    /// Called for each socket that connects, after the middlewares accepted it.
+    pub fn on_connection<F>(&self, handler: F) -> &Self
+    where
+        F: Fn(&mut SocketRef<'_>) + Send + Sync + 'static,
+    {
+        let name = self.name.clone();
+        let handler: ConnectionHandler = Arc::new(handler);
+        self.io.register(move |app| {
+            app.state
+                .namespaces
+                .entry(name)
+                .or_default()
+                .on_connection
+                .push(handler);
+        });
+        self
+    }
+
+    /// A middleware run for each socket before it connects; an `Err` refuses it with
+    /// `connect_error`.
+    pub fn use_<F>(&self, middleware: F) -> &Self
+    where
+        F: Fn(&mut SocketRef<'_>, &Value) -> Result<(), ConnectError> + Send + Sync + 'static,
+    {
+        let name = self.name.clone();
+        let middleware: Middleware = Arc::new(middleware);
+        self.io.register(move |app| {
+            app.state
+                .namespaces
+                .entry(name)
+                .or_default()
+                .middlewares
+                .push(middleware);
+        });
+        self
+    }
+
+    /// Emits to every socket of the namespace.
+    pub async fn emit<T: Serialize + ?Sized>(
+        &self,
+        event: &str,
+        args: &T,
+    ) -> Result<(), EmitError> {
+        self.broadcast().emit(event, args).await
+    }
+
+    /// A broadcast to the namespace.
+    pub fn broadcast(&self) -> BroadcastHandle {
+        BroadcastHandle {
+            shared: self.io.shared.clone(),
+            op: Operator::new(&self.name),
+        }
+    }
+
+    /// A broadcast to `room` of the namespace.
+    pub fn to(&self, room: impl Into<String>) -> BroadcastHandle {
+        self.broadcast().to(room)
+    }
+}
+
+/// A broadcast from any task: `io.to("room").emit(...).await`.
+#[derive(Clone)]
+pub struct BroadcastHandle {
+    shared: Arc<Shared<SioApp>>,
+    op: Operator,
+}
+
+impl BroadcastHandle {
+    /// Also reach the members of `room`.
+    pub fn to(mut self, room: impl Into<String>) -> Self {
+        self.op.rooms.push(room.into());
+        self
+    }
+
+    /// Leave out the members of `room`.
+    pub fn except(mut self, room: impl Into<String>) -> Self {
+        self.op.except.push(room.into());
+        self
+    }
+
+    /// Drop the packet for recipients that cannot take it right now.
+    pub fn volatile(mut self) -> Self {
+        self.op.volatile = true;
+        self
+    }
+
+    /// Only this server (no cluster adapter yet: changes nothing).
+    pub fn local(self) -> Self {
+        self
+    }
+
+    /// The time to wait for acks.
+    pub fn timeout(mut self, timeout: Duration) -> Self {
+        self.op.timeout = Some(timeout);
+        self
+    }
+
+    /// Emits to every recipient.
+    pub async fn emit<T: Serialize + ?Sized>(self, event: &str, args: &T) -> Result<(), EmitError> {
+        let payload = Payload::from_args(args)?;
+        let event = event.to_owned();
+        let op = self.op;
+        on_driver(&self.shared, move |io| op.emit(io, &event, &payload))
+            .await
+            .unwrap_or(Err(EmitError::Closed))
+    }
+
+    /// Emits and collects one answer per recipient (a timeout is required).
+    pub async fn emit_with_ack<T: Serialize + ?Sized>(
+        self,
+        event: &str,
+        args: &T,
+    ) -> Result<Result<Vec<Payload>, AckTimeout>, EmitError> {
+        let payload = Payload::from_args(args)?;
+        let event = event.to_owned();
+        let op = self.op;
+        let (tx, rx) = async_channel::bounded(1);
+        let callback: BroadcastAck = Box::new(move |_, result| {
+            let _ = tx.try_send(result);
+        });
+        on_driver(&self.shared, move |io| {
+            op.emit_with_ack(io, &event, &payload, callback)
+        })
+        .await
+        .unwrap_or(Err(EmitError::Closed))?;
+        rx.recv().await.map_err(|_| EmitError::Closed)
+    }
+}

@@ -16,4 +16,5 @@ cargo build --workspace --bins --locked
 echo "== npm ci (tests/js)"
 (cd tests/js && npm ci --no-audit --no-fund --loglevel=error)
 echo "== end-to-end tests with the official clients"
-(cd tests/js && node --test --test-concurrency=1 --test-timeout=60000 .)
+# --test-force-exit: a client library's lingering handle must not keep the run alive.
+(cd tests/js && timeout 900 node --test --test-concurrency=1 --test-timeout=60000 --test-force-exit .)

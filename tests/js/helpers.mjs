@@ -26,8 +26,40 @@ export async function startServer(name, env = {}) {
       }
     });
   });
+  const lines = [];
+  const waiters = [];
+  let pending = "";
+  child.stdout.on("data", (chunk) => {
+    pending += chunk;
+    let newline;
+    while ((newline = pending.indexOf("\n")) >= 0) {
+      const line = pending.slice(0, newline);
+      pending = pending.slice(newline + 1);
+      lines.push(line);
+      for (const waiter of [...waiters]) waiter();
+    }
+  });
   return {
     url: `http://${address}`,
+    /** Resolves with the first line printed by the server that matches `pattern`. */
+    waitForLine(pattern, ms = 5000) {
+      return new Promise((resolve, reject) => {
+        const check = () => {
+          const line = lines.find((l) => pattern.test(l));
+          if (line !== undefined) {
+            waiters.splice(waiters.indexOf(check), 1);
+            clearTimeout(timer);
+            resolve(line);
+          }
+        };
+        const timer = setTimeout(() => {
+          waiters.splice(waiters.indexOf(check), 1);
+          reject(new Error(`no line matching ${pattern}: ${lines.join("\n")}`));
+        }, ms);
+        waiters.push(check);
+        check();
+      });
+    },
     wsUrl: `ws://${address}`,
     process: child,
     async stop() {

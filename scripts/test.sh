@@ -18,3 +18,11 @@ echo "== npm ci (tests/js)"
 echo "== end-to-end tests with the official clients"
 # --test-force-exit: a client library's lingering handle must not keep the run alive.
 (cd tests/js && timeout 900 node --test --test-concurrency=1 --test-timeout=60000 --test-force-exit .)
+
+echo "== python venv (tests/python/requirements.txt)"
+if [ ! -x .venv/bin/python ]; then
+  python3 -m venv .venv
+fi
+.venv/bin/pip install --quiet --disable-pip-version-check -r tests/python/requirements.txt
+echo "== end-to-end tests with python-socketio"
+timeout 600 .venv/bin/python -m pytest -q tests/python

@@ -204,10 +204,20 @@ enum PendingAck {
 struct State {
     namespaces: HashMap<String, NamespaceHandlers>,
     sockets: HashMap<SocketId, SocketEntry>,
+    /// Sockets by public id (unique across namespaces).
+    by_sid: HashMap<String, SocketId>,
     acks: HashMap<AckId, PendingAck>,
     next_listener: u64,
     runtime: Arc<dyn Runtime>,
     shared: Arc<OnceLock<Weak<Shared<SioApp>>>>,
+}
+
+impl State {
+    fn remove_socket(&mut self, socket: SocketId) {
+        if let Some(entry) = self.sockets.remove(&socket) {
+            self.by_sid.remove(&entry.sid);
+        }
+    }
 }
 
 /// The server and the application's state, owned by the driver task.
@@ -286,12 +296,10 @@ impl<'a> IoRef<'a> {
 
     /// A socket by its public id, in namespace `nsp`.
     pub fn socket(&mut self, nsp: &str, id: &str) -> Option<SocketRef<'_>> {
-        let socket = self
-            .state
-            .sockets
-            .iter()
-            .find(|(_, e)| e.sid == id && e.nsp == nsp)
-            .map(|(s, _)| *s)?;
+        let socket = *self.state.by_sid.get(id)?;
+        if self.state.sockets.get(&socket)?.nsp != nsp {
+            return None;
+        }
         Some(self.socket_ref(socket, None))
     }
 
@@ -382,7 +390,7 @@ impl<'a> IoRef<'a> {
                         handler(&mut socket, reason);
                     }
                 }
-                self.state.sockets.remove(&socket);
+                self.state.remove_socket(socket);
             }
         }
     }
@@ -407,6 +415,7 @@ impl<'a> IoRef<'a> {
             .map(|s| s.to_string())
             .unwrap_or_default();
         let handshake = Arc::new(Handshake::new(engine, auth.clone(), SystemTime::now()));
+        self.state.by_sid.insert(sid.clone(), socket);
         self.state.sockets.insert(
             socket,
             SocketEntry {
@@ -426,7 +435,7 @@ impl<'a> IoRef<'a> {
         for middleware in &handlers.middlewares {
             let result = middleware(&mut self.socket_ref(socket, None), &auth);
             if let Err(error) = result {
-                self.state.sockets.remove(&socket);
+                self.state.remove_socket(socket);
                 let mut body = Map::new();
                 body.insert("message".into(), Value::String(error.message));
                 if let Some(data) = error.data {
@@ -437,7 +446,7 @@ impl<'a> IoRef<'a> {
             }
         }
         if self.server.accept(self.now, socket).is_err() {
-            self.state.sockets.remove(&socket);
+            self.state.remove_socket(socket);
             return;
         }
         let mut socket = self.socket_ref(socket, None);
@@ -1264,6 +1273,7 @@ impl SocketIo {
             state: State {
                 namespaces: HashMap::new(),
                 sockets: HashMap::new(),
+                by_sid: HashMap::new(),
                 acks: HashMap::new(),
                 next_listener: 0,
                 runtime: runtime.clone(),

@@ -149,6 +149,22 @@ describe("socket.io-client with examples/echo", () => {
     for (const c of clients) c.disconnect();
   });
 
+  it("async handlers, catch-all listeners and packet middlewares", async () => {
+    const socket = client(echo, "/", { transports: ["websocket"] });
+    await next(socket, "connect");
+    const echoed = await socket.timeout(2000).emitWithAck("async-echo", "x", Buffer.from([1]));
+    assert.equal(echoed, "x");
+    const seen = [];
+    socket.on("should-not-happen", () => seen.push("handler ran"));
+    const error = next(socket, "error-seen");
+    socket.emit("forbidden");
+    assert.deepEqual(await error, ['"forbidden" is not allowed']);
+    // async-echo, forbidden and count itself: the catch-all listener sees refused events too.
+    assert.equal(await socket.timeout(2000).emitWithAck("count"), 3);
+    assert.deepEqual(seen, []);
+    socket.disconnect();
+  });
+
   it("a middleware refusal reaches the client with message and data", async () => {
     const refused = client(echo, "/secure", { auth: { token: "wrong" } });
     const [err] = await next(refused, "connect_error");
@@ -173,7 +189,9 @@ describe("socket.io-client with examples/echo", () => {
     const b = client(echo, "/", { transports: ["polling"] });
     await next(b, "connect");
     const id = b.id;
+    const bClosed = next(b, "disconnect");
     b.disconnect();
+    assert.equal((await bClosed)[0], "io client disconnect");
     await echo.waitForLine(new RegExp(`^${id} disconnected: client namespace disconnect$`));
 
     const c = client(echo, "/", { transports: ["websocket"] });

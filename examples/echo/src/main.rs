@@ -1,7 +1,9 @@
 //! A tour of the sio API, also the server of the end-to-end tests with the official clients.
 //!
-//! - `/` echoes (`echo` is acked with its own arguments), joins rooms, sends to rooms and
-//!   broadcasts, asks the client a question with an ack and a timeout, and disconnects on request.
+//! - `/` echoes (`echo` is acked with its own arguments, `async-echo` the same from an async
+//!   handler), joins rooms, sends to rooms and broadcasts, asks the client a question with an ack and
+//!   a timeout, counts the client's events with a catch-all listener, refuses `forbidden` events in a
+//!   packet middleware, and disconnects on request.
 //! - `/secure` lets in only clients whose auth payload holds `token: "secret"`; the others get
 //!   `connect_error` with a message and data.
 //!
@@ -67,6 +69,37 @@ async fn main() -> std::io::Result<()> {
         });
         socket.on("disconnect-me", |socket, close: bool| {
             socket.disconnect(close)
+        });
+        // The same echo from an async handler, spawned on the runtime.
+        socket.on_async("async-echo", |_socket, args: Payload, ack| async move {
+            if let Some(ack) = ack {
+                let _ = ack.send(&args).await;
+            }
+        });
+        // Count every incoming event (catch-all listeners run before packet middlewares).
+        socket.on_any(|socket, _event, _args| {
+            if let Some(count) = socket.data_mut::<u64>() {
+                *count += 1;
+            }
+        });
+        socket.on("count", |socket, ()| {
+            let count = socket.data::<u64>().copied().unwrap_or(0);
+            let _ = socket.ack(&count);
+        });
+        // A packet middleware: events named `forbidden` never reach a handler; the refusal is an
+        // error on the socket, which this server reports to the client.
+        socket.use_(|_socket, event, _args| {
+            if event == "forbidden" {
+                Err(format!("\"{event}\" is not allowed"))
+            } else {
+                Ok(())
+            }
+        });
+        socket.on("forbidden", |socket, ()| {
+            let _ = socket.emit("should-not-happen", &());
+        });
+        socket.on_error(|socket, error| {
+            let _ = socket.emit("error-seen", &error.to_string());
         });
         socket.on_disconnect(|socket, reason| {
             println!("{} disconnected: {reason}", socket.id());

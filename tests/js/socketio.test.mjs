@@ -165,6 +165,25 @@ describe("socket.io-client with examples/echo", () => {
     socket.disconnect();
   });
 
+  it("a broadcast with an ack collects one answer per socket, or times out with the partial list", async () => {
+    const server = await startServer("echo");
+    try {
+      const [a, b, c] = [0, 1, 2].map(() => client(server, "/", { transports: ["websocket"] }));
+      await Promise.all([a, b, c].map((s) => next(s, "connect")));
+      a.on("vote", (ack) => ack("yes"));
+      b.on("vote", (ack) => ack("no"));
+      let cAnswers = false;
+      c.on("vote", (ack) => cAnswers && ack("maybe"));
+      a.emit("poll-all", 300);
+      assert.deepEqual(await next(a, "poll-result"), [{ answers: 2, complete: false }]);
+      cAnswers = true;
+      a.emit("poll-all", 5000);
+      assert.deepEqual(await next(a, "poll-result"), [{ answers: 3, complete: true }]);
+    } finally {
+      await server.stop();
+    }
+  });
+
   it("a middleware refusal reaches the client with message and data", async () => {
     const refused = client(echo, "/secure", { auth: { token: "wrong" } });
     const [err] = await next(refused, "connect_error");

@@ -70,6 +70,25 @@ async fn main() -> std::io::Result<()> {
         socket.on("disconnect-me", |socket, close: bool| {
             socket.disconnect(close)
         });
+        // Ask every socket of the namespace (this one included) and report how many answered.
+        socket.on("poll-all", |socket, timeout_ms: u64| {
+            let id = socket.id().to_owned();
+            let _ = socket
+                .io()
+                .of("/")
+                .timeout(Duration::from_millis(timeout_ms))
+                .emit_with_ack("vote", &(), move |io, result| {
+                    let report = match result {
+                        Ok(answers) => json!({ "answers": answers.len(), "complete": true }),
+                        Err(partial) => {
+                            json!({ "answers": partial.responses.len(), "complete": false })
+                        }
+                    };
+                    if let Some(mut socket) = io.socket("/", &id) {
+                        let _ = socket.emit("poll-result", &report);
+                    }
+                });
+        });
         // The same echo from an async handler, spawned on the runtime.
         socket.on_async("async-echo", |_socket, args: Payload, ack| async move {
             if let Some(ack) = ack {

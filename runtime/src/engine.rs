@@ -166,6 +166,16 @@ impl EngineService {
         }
     }
 
+    /// Serves every connection `listener` accepts; runs until the task is dropped.
+    pub async fn serve_listener<L: crate::Listener>(&self, listener: L) {
+        let service = self.clone();
+        crate::listener::accept_loop(&self.shared.runtime, listener, move |stream, peer| {
+            let service = service.clone();
+            async move { service.serve_connection(stream, Some(peer)).await }
+        })
+        .await
+    }
+
     /// The runtime the service runs on.
     pub fn runtime(&self) -> &Arc<dyn Runtime> {
         &self.shared.runtime

@@ -6,20 +6,74 @@ use std::pin::Pin;
 use std::task::{Context, Poll};
 
 pin_project_lite::pin_project! {
-    /// Wraps hyper I/O (the upgraded connection) as futures-io for async-tungstenite.
-    pub(crate) struct FuturesIo<T> {
+    /// Bridges I/O traits both ways: hyper I/O (an upgraded connection) as futures-io for
+    /// async-tungstenite, and futures-io streams (smol, async-std) as hyper I/O.
+    pub struct Compat<T> {
         #[pin]
         inner: T,
     }
 }
 
-impl<T> FuturesIo<T> {
-    pub(crate) fn new(inner: T) -> Self {
-        FuturesIo { inner }
+impl<T> Compat<T> {
+    /// Wraps `inner`.
+    pub fn new(inner: T) -> Self {
+        Compat { inner }
+    }
+
+    /// The wrapped stream.
+    pub fn get_ref(&self) -> &T {
+        &self.inner
     }
 }
 
-impl<T: hyper::rt::Read> futures_io::AsyncRead for FuturesIo<T> {
+impl<T: futures_io::AsyncRead> hyper::rt::Read for Compat<T> {
+    fn poll_read(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        mut buf: hyper::rt::ReadBufCursor<'_>,
+    ) -> Poll<io::Result<()>> {
+        // hyper's buffer may be uninitialised and futures-io wants an initialised slice; without
+        // `unsafe`, read into a stack buffer and copy.
+        let mut scratch = [0u8; 8192];
+        let len = buf.remaining().min(scratch.len());
+        match self.project().inner.poll_read(cx, &mut scratch[..len]) {
+            Poll::Ready(Ok(n)) => {
+                buf.put_slice(&scratch[..n]);
+                Poll::Ready(Ok(()))
+            }
+            Poll::Ready(Err(e)) => Poll::Ready(Err(e)),
+            Poll::Pending => Poll::Pending,
+        }
+    }
+}
+
+impl<T: futures_io::AsyncWrite> hyper::rt::Write for Compat<T> {
+    fn poll_write(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        self.project().inner.poll_write(cx, buf)
+    }
+
+    fn poll_write_vectored(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[io::IoSlice<'_>],
+    ) -> Poll<io::Result<usize>> {
+        self.project().inner.poll_write_vectored(cx, bufs)
+    }
+
+    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        self.project().inner.poll_flush(cx)
+    }
+
+    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        self.project().inner.poll_close(cx)
+    }
+}
+
+impl<T: hyper::rt::Read> futures_io::AsyncRead for Compat<T> {
     fn poll_read(
         self: Pin<&mut Self>,
         cx: &mut Context<'_>,
@@ -34,7 +88,7 @@ impl<T: hyper::rt::Read> futures_io::AsyncRead for FuturesIo<T> {
     }
 }
 
-impl<T: hyper::rt::Write> futures_io::AsyncWrite for FuturesIo<T> {
+impl<T: hyper::rt::Write> futures_io::AsyncWrite for Compat<T> {
     fn poll_write(
         self: Pin<&mut Self>,
         cx: &mut Context<'_>,

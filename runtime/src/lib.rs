@@ -11,6 +11,8 @@ mod engine;
 mod handshake;
 mod http;
 mod io;
+mod listener;
+mod servers;
 mod socketio;
 mod ws;
 
@@ -22,6 +24,8 @@ use std::time::Instant;
 pub use driver::{App, Core, Limits};
 pub use engine::{EngineHandle, EngineHandler, EngineService, EngineSocket};
 pub use handshake::Handshake;
+pub use io::Compat;
+pub use listener::Listener;
 pub use sio_core;
 pub use sio_core::engine::Handshake as EngineHandshake;
 pub use sio_core::engine::{

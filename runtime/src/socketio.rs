@@ -23,7 +23,7 @@ use sio_core::socket::{
 
 use crate::driver::{App, Command, Limits, Shared};
 use crate::handshake::Handshake;
-use crate::{BoxFuture, Runtime};
+use crate::{BoxFuture, Listener, Runtime};
 
 /// An emit could not be carried out.
 #[derive(Debug)]
@@ -1366,6 +1366,16 @@ impl SocketIo {
         I: hyper::rt::Read + hyper::rt::Write + Send + Unpin + 'static,
     {
         crate::http::serve_connection(self.shared.clone(), io, remote).await
+    }
+
+    /// Serves every connection `listener` accepts; runs until the task is dropped.
+    pub async fn serve_listener<L: Listener>(&self, listener: L) {
+        let io = self.clone();
+        crate::listener::accept_loop(&self.shared.runtime, listener, move |stream, peer| {
+            let io = io.clone();
+            async move { io.serve_connection(stream, Some(peer)).await }
+        })
+        .await
     }
 
     /// The runtime the server runs on.

@@ -13,7 +13,7 @@ use hyper::upgrade::OnUpgrade;
 use sio_core::engine::{Frame, RequestId};
 
 use crate::driver::{App, Command, Shared, WsOut};
-use crate::io::FuturesIo;
+use crate::io::Compat;
 
 /// What woke the task.
 enum Wake {
@@ -34,8 +34,7 @@ pub(crate) async fn run<A: App>(shared: Arc<Shared<A>>, id: RequestId, on_upgrad
     config.max_message_size = Some(shared.max_message_size);
     config.max_frame_size = Some(shared.max_message_size);
     let stream =
-        WebSocketStream::from_raw_socket(FuturesIo::new(upgraded), Role::Server, Some(config))
-            .await;
+        WebSocketStream::from_raw_socket(Compat::new(upgraded), Role::Server, Some(config)).await;
     let (mut sender, mut receiver) = stream.split();
     let (out_tx, out_rx) = async_channel::bounded(limits.ws_queue);
     if shared

@@ -1,0 +1,102 @@
+//! **sio** on smol: the [`Runtime`] implementation, a listener, and the whole API of
+//! [`sio_runtime`] re-exported. The crates for tokio and async-std have the same API.
+//!
+//! ```no_run
+//! use sio_smol::{Payload, ServerConfig, SocketIo};
+//!
+//! fn main() -> std::io::Result<()> {
+//!     smol::block_on(async {
+//!         let io = SocketIo::new(ServerConfig::default());
+//!         io.on_connection(|socket| {
+//!             socket.on("echo", |socket, args: Payload| {
+//!                 let _ = socket.ack(&args);
+//!             });
+//!         });
+//!         io.listen("127.0.0.1:3000").await
+//!     })
+//! }
+//! ```
+#![forbid(unsafe_code)]
+
+use std::future::Future;
+use std::io;
+use std::net::SocketAddr;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{Context, Poll};
+use std::time::Instant;
+
+pub use sio_runtime::*;
+
+/// The smol [`Runtime`]: spawns on smol's global executor (or on an executor you give it) and uses
+/// async-io's timers.
+#[derive(Clone, Default)]
+pub struct SmolRuntime {
+    executor: Option<Arc<smol::Executor<'static>>>,
+}
+
+impl SmolRuntime {
+    /// Spawns on `executor` instead of the global one.
+    pub fn with_executor(executor: Arc<smol::Executor<'static>>) -> SmolRuntime {
+        SmolRuntime {
+            executor: Some(executor),
+        }
+    }
+}
+
+impl Runtime for SmolRuntime {
+    fn spawn(&self, future: BoxFuture) {
+        match &self.executor {
+            Some(executor) => executor.spawn(future).detach(),
+            None => smol::spawn(future).detach(),
+        }
+    }
+
+    fn new_timer(&self, deadline: Instant) -> Pin<Box<dyn Timer>> {
+        Box::pin(AsyncIoTimer {
+            timer: async_io::Timer::at(deadline),
+        })
+    }
+
+    fn now(&self) -> Instant {
+        Instant::now()
+    }
+}
+
+pin_project_lite::pin_project! {
+    struct AsyncIoTimer {
+        #[pin]
+        timer: async_io::Timer,
+    }
+}
+
+impl Timer for AsyncIoTimer {
+    fn reset(self: Pin<&mut Self>, deadline: Instant) {
+        self.project().timer.set_at(deadline)
+    }
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<()> {
+        self.project().timer.poll(cx).map(|_| ())
+    }
+}
+
+/// A smol listener as a [`Listener`].
+pub struct SmolListener(async_net::TcpListener);
+
+impl Listener for SmolListener {
+    type Io = Compat<async_net::TcpStream>;
+
+    async fn accept(&mut self) -> io::Result<(Self::Io, SocketAddr)> {
+        let (stream, peer) = self.0.accept().await?;
+        let _ = stream.set_nodelay(true);
+        Ok((Compat::new(stream), peer))
+    }
+}
+
+sio_runtime::runtime_servers! {
+    runtime: SmolRuntime::default(),
+    listener: async_net::TcpListener,
+    addrs: async_net::AsyncToSocketAddrs,
+    bind: async_net::TcpListener::bind,
+    wrap: SmolListener,
+}

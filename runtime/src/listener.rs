@@ -1,0 +1,40 @@
+//! Accepting connections: the one accept loop every runtime crate uses.
+
+use std::future::Future;
+use std::io;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use futures_lite::future;
+
+use crate::Runtime;
+
+/// A source of connections (a TCP listener of some runtime).
+pub trait Listener: Send + 'static {
+    /// A connection, as hyper I/O.
+    type Io: hyper::rt::Read + hyper::rt::Write + Send + Unpin + 'static;
+    /// The next connection and its peer.
+    fn accept(&mut self) -> impl Future<Output = io::Result<(Self::Io, SocketAddr)>> + Send;
+}
+
+/// Accepts connections forever and serves each on its own task with `serve`.
+///
+/// An accept error (too many open files, a connection reset before it was accepted) does not stop
+/// the server: it waits a moment and goes on.
+pub(crate) async fn accept_loop<L, F, Fut>(runtime: &Arc<dyn Runtime>, mut listener: L, serve: F)
+where
+    L: Listener,
+    F: Fn(L::Io, SocketAddr) -> Fut,
+    Fut: Future<Output = ()> + Send + 'static,
+{
+    loop {
+        match listener.accept().await {
+            Ok((io, peer)) => runtime.spawn(Box::pin(serve(io, peer))),
+            Err(_) => {
+                let mut timer = runtime.new_timer(runtime.now() + Duration::from_millis(50));
+                future::poll_fn(|cx| timer.as_mut().poll(cx)).await;
+            }
+        }
+    }
+}

@@ -1,0 +1,106 @@
+//! The front types every runtime crate exposes, generated from the runtime's pieces so that the
+//! API is the same on every executor.
+
+/// Defines `SocketIo` and `EngineServer` for a runtime crate.
+///
+/// - `runtime`: an expression giving the crate's [`Runtime`](crate::Runtime) value;
+/// - `listener`: the runtime's TCP listener type, and `bind`: an async fn binding one;
+/// - `addrs`: the runtime's address trait for `bind`;
+/// - `wrap`: turns the listener into a [`Listener`](crate::Listener).
+#[macro_export]
+macro_rules! runtime_servers {
+    (
+        runtime: $runtime:expr,
+        listener: $listener:ty,
+        addrs: $addrs:path,
+        bind: $bind:path,
+        wrap: $wrap:path $(,)?
+    ) => {
+        /// A Socket.IO server on this runtime. Every method of [`sio_runtime::SocketIo`] is
+        /// available through `Deref` (`on_connection`, `of`, `use_`, `to`, `emit`, ...).
+        #[derive(Clone)]
+        pub struct SocketIo {
+            inner: $crate::SocketIo,
+        }
+
+        impl ::std::ops::Deref for SocketIo {
+            type Target = $crate::SocketIo;
+            fn deref(&self) -> &$crate::SocketIo {
+                &self.inner
+            }
+        }
+
+        impl SocketIo {
+            /// Starts a server; its driver task runs on this runtime.
+            pub fn new(config: $crate::ServerConfig) -> SocketIo {
+                SocketIo::with_limits(config, $crate::Limits::default())
+            }
+
+            /// Like `new`, with explicit bounds for the glue's queues.
+            pub fn with_limits(config: $crate::ServerConfig, limits: $crate::Limits) -> SocketIo {
+                let runtime: ::std::sync::Arc<dyn $crate::Runtime> =
+                    ::std::sync::Arc::new($runtime);
+                SocketIo {
+                    inner: $crate::SocketIo::start(runtime, config, limits),
+                }
+            }
+
+            /// Binds `addr` and serves forever.
+            pub async fn listen(&self, addr: impl $addrs) -> ::std::io::Result<()> {
+                let listener = $bind(addr).await?;
+                self.serve(listener).await
+            }
+
+            /// Serves the connections of an existing listener forever.
+            pub async fn serve(&self, listener: $listener) -> ::std::io::Result<()> {
+                self.inner.serve_listener($wrap(listener)).await;
+                Ok(())
+            }
+        }
+
+        /// A plain Engine.IO server on this runtime.
+        pub struct EngineServer {
+            service: $crate::EngineService,
+        }
+
+        impl EngineServer {
+            /// Starts the engine with `handler`; its driver task runs on this runtime.
+            pub fn new(
+                config: $crate::EngineConfig,
+                handler: impl $crate::EngineHandler,
+            ) -> EngineServer {
+                EngineServer::with_limits(config, handler, $crate::Limits::default())
+            }
+
+            /// Like `new`, with explicit bounds for the glue's queues.
+            pub fn with_limits(
+                config: $crate::EngineConfig,
+                handler: impl $crate::EngineHandler,
+                limits: $crate::Limits,
+            ) -> EngineServer {
+                let runtime: ::std::sync::Arc<dyn $crate::Runtime> =
+                    ::std::sync::Arc::new($runtime);
+                EngineServer {
+                    service: $crate::EngineService::start(runtime, config, handler, limits),
+                }
+            }
+
+            /// A handle to act on sessions from any task.
+            pub fn handle(&self) -> $crate::EngineHandle {
+                self.service.handle()
+            }
+
+            /// Binds `addr` and serves forever.
+            pub async fn listen(self, addr: impl $addrs) -> ::std::io::Result<()> {
+                let listener = $bind(addr).await?;
+                self.serve(listener).await
+            }
+
+            /// Serves the connections of an existing listener forever.
+            pub async fn serve(self, listener: $listener) -> ::std::io::Result<()> {
+                self.service.serve_listener($wrap(listener)).await;
+                Ok(())
+            }
+        }
+    };
+}

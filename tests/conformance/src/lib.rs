@@ -1,0 +1,298 @@
+//! The harness of the conformance suite: the same Socket.IO application started on each runtime,
+//! and blocking clients that speak raw HTTP and WebSocket so that every byte can be checked.
+
+use std::io::{Read, Write};
+use std::net::{SocketAddr, TcpStream};
+use std::sync::mpsc;
+use std::time::Duration;
+
+use serde_json::{Value, json};
+use sio_runtime::{AckError, EngineConfig, Payload, ServerConfig, SocketRef};
+use tungstenite::{Message, WebSocket};
+
+/// Starts the application on a runtime and returns the address it listens on.
+pub type Start = fn() -> SocketAddr;
+
+/// The server's settings: those of the official protocol test suites.
+pub fn config() -> ServerConfig {
+    ServerConfig {
+        engine: EngineConfig {
+            ping_interval: Duration::from_millis(300),
+            ping_timeout: Duration::from_millis(200),
+            ..EngineConfig::default()
+        },
+        connect_timeout: Duration::from_millis(1000),
+        ..ServerConfig::default()
+    }
+}
+
+/// The application: the official suites' contract plus rooms and a server-side ack.
+pub fn app(io: &sio_runtime::SocketIo) {
+    fn handlers(socket: &mut SocketRef<'_>) {
+        let auth = socket
+            .handshake()
+            .map(|h| h.auth.clone())
+            .unwrap_or_default();
+        let _ = socket.emit("auth", &auth);
+        socket.on("message", |socket, args: Payload| {
+            let _ = socket.emit("message-back", &args);
+        });
+        socket.on("message-with-ack", |socket, args: Payload| {
+            let _ = socket.ack(&args);
+        });
+        socket.on("join", |socket, room: String| {
+            socket.join(&room);
+            let _ = socket.ack(&());
+        });
+        socket.on("to-room", |socket, (room, message): (String, Value)| {
+            let _ = socket.to(room).emit("room-message", &message);
+        });
+        socket.on("ask", |socket, timeout_ms: u64| {
+            let id = socket.id().to_owned();
+            let timeout = Duration::from_millis(timeout_ms);
+            let _ = socket
+                .timeout(timeout)
+                .emit_with_ack("question", &(), move |io, result| {
+                    let answer = match result {
+                        Ok(reply) => json!({ "answer": reply }),
+                        Err(AckError::Timeout) => json!({ "error": "timeout" }),
+                        Err(_) => json!({ "error": "other" }),
+                    };
+                    if let Some(mut socket) = io.socket("/", &id) {
+                        let _ = socket.emit("answer", &answer);
+                    }
+                });
+        });
+    }
+    io.on_connection(handlers);
+    io.of("/custom").on_connection(handlers);
+}
+
+/// Runs `serve` on a thread of its own; `serve` sends the bound address and then serves forever.
+fn spawn_server(serve: impl FnOnce(mpsc::Sender<SocketAddr>) + Send + 'static) -> SocketAddr {
+    let (tx, rx) = mpsc::channel();
+    std::thread::spawn(move || serve(tx));
+    rx.recv_timeout(Duration::from_secs(10))
+        .expect("the server did not start")
+}
+
+/// The application on tokio.
+pub fn start_tokio() -> SocketAddr {
+    spawn_server(|tx| {
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .expect("a tokio runtime");
+        runtime.block_on(async move {
+            let io = sio_tokio::SocketIo::new(config());
+            app(&io);
+            let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+                .await
+                .expect("bind");
+            let _ = tx.send(listener.local_addr().expect("address"));
+            let _ = io.serve(listener).await;
+        });
+    })
+}
+
+/// The application on smol.
+pub fn start_smol() -> SocketAddr {
+    spawn_server(|tx| {
+        smol::block_on(async move {
+            let io = sio_smol::SocketIo::new(config());
+            app(&io);
+            let listener = async_net::TcpListener::bind("127.0.0.1:0")
+                .await
+                .expect("bind");
+            let _ = tx.send(listener.local_addr().expect("address"));
+            let _ = io.serve(listener).await;
+        });
+    })
+}
+
+/// The application on async-std.
+pub fn start_async_std() -> SocketAddr {
+    spawn_server(|tx| {
+        async_std::task::block_on(async move {
+            let io = sio_async_std::SocketIo::new(config());
+            app(&io);
+            let listener = async_std::net::TcpListener::bind("127.0.0.1:0")
+                .await
+                .expect("bind");
+            let _ = tx.send(listener.local_addr().expect("address"));
+            let _ = io.serve(listener).await;
+        });
+    })
+}
+
+/// An HTTP response as raw parts.
+#[derive(Debug)]
+pub struct Response {
+    /// The status code.
+    pub status: u16,
+    /// The head, lines after the status line.
+    pub head: String,
+    /// The body.
+    pub body: Vec<u8>,
+}
+
+impl Response {
+    /// The body as text.
+    pub fn text(&self) -> String {
+        String::from_utf8_lossy(&self.body).into_owned()
+    }
+}
+
+/// Sends one request (`Connection: close`) and reads the whole response.
+pub fn http(addr: SocketAddr, method: &str, target: &str, body: &str) -> Response {
+    let mut stream = TcpStream::connect(addr).expect("connect");
+    stream
+        .set_read_timeout(Some(Duration::from_secs(10)))
+        .expect("timeout");
+    let request = format!(
+        "{method} {target} HTTP/1.1\r\nhost: test\r\nconnection: close\r\ncontent-length: {}\r\n\r\n{body}",
+        body.len()
+    );
+    stream.write_all(request.as_bytes()).expect("write");
+    let mut raw = Vec::new();
+    let _ = stream.read_to_end(&mut raw);
+    let split = raw
+        .windows(4)
+        .position(|w| w == b"\r\n\r\n")
+        .expect("a complete head");
+    let head = String::from_utf8_lossy(&raw[..split]).into_owned();
+    let status = head[9..12].parse().expect("a status");
+    Response {
+        status,
+        head,
+        body: raw[split + 4..].to_vec(),
+    }
+}
+
+/// The engine query for a session.
+pub fn polling(sid: &str) -> String {
+    format!("/socket.io/?EIO=4&transport=polling&sid={sid}")
+}
+
+/// Opens a polling session and returns its id.
+pub fn polling_handshake(addr: SocketAddr) -> String {
+    let res = http(addr, "GET", "/socket.io/?EIO=4&transport=polling", "");
+    assert_eq!(res.status, 200);
+    res.text()[9..29].to_owned()
+}
+
+/// A blocking WebSocket client.
+pub struct Ws {
+    socket: WebSocket<TcpStream>,
+}
+
+impl Ws {
+    /// Connects to `path` (`/socket.io/?...`).
+    pub fn connect(addr: SocketAddr, path: &str) -> Ws {
+        let stream = TcpStream::connect(addr).expect("connect");
+        stream
+            .set_read_timeout(Some(Duration::from_secs(10)))
+            .expect("timeout");
+        let (socket, response) =
+            tungstenite::client::client(format!("ws://{addr}{path}"), stream).expect("handshake");
+        assert_eq!(response.status(), 101);
+        Ws { socket }
+    }
+
+    /// Opens a WebSocket session and returns it with its open packet.
+    pub fn open(addr: SocketAddr) -> (Ws, String) {
+        let mut ws = Ws::connect(addr, "/socket.io/?EIO=4&transport=websocket");
+        let open = ws.recv_text();
+        (ws, open)
+    }
+
+    /// Sends a text frame.
+    pub fn send(&mut self, text: &str) {
+        self.socket.send(Message::text(text)).expect("send");
+    }
+
+    /// Sends a binary frame.
+    pub fn send_binary(&mut self, data: &[u8]) {
+        self.socket
+            .send(Message::binary(data.to_vec()))
+            .expect("send");
+    }
+
+    /// The next data frame, pings of the engine answered with pongs on the way when `pong`.
+    pub fn recv(&mut self) -> Message {
+        loop {
+            match self.socket.read().expect("a frame") {
+                Message::Text(t) => return Message::Text(t),
+                Message::Binary(b) => return Message::Binary(b),
+                Message::Close(c) => return Message::Close(c),
+                _ => {}
+            }
+        }
+    }
+
+    /// The next text frame.
+    pub fn recv_text(&mut self) -> String {
+        match self.recv() {
+            Message::Text(t) => t.to_string(),
+            other => panic!("expected text, got {other:?}"),
+        }
+    }
+
+    /// The next binary frame.
+    pub fn recv_binary(&mut self) -> Vec<u8> {
+        match self.recv() {
+            Message::Binary(b) => b.to_vec(),
+            other => panic!("expected binary, got {other:?}"),
+        }
+    }
+
+    /// The next text frame that is not an engine ping (which is answered).
+    pub fn recv_packet(&mut self) -> String {
+        loop {
+            let text = self.recv_text();
+            if text == "2" {
+                self.send("3");
+                continue;
+            }
+            return text;
+        }
+    }
+
+    /// Whether the server closed the connection (a close frame, or the end of the stream).
+    pub fn closed(&mut self) -> bool {
+        loop {
+            match self.socket.read() {
+                Ok(Message::Close(_)) => return true,
+                Ok(Message::Text(t)) if t.as_str() == "2" => {}
+                Ok(_) => {}
+                Err(tungstenite::Error::ConnectionClosed)
+                | Err(tungstenite::Error::AlreadyClosed)
+                | Err(tungstenite::Error::Protocol(_)) => return true,
+                Err(tungstenite::Error::Io(e)) => {
+                    return e.kind() != std::io::ErrorKind::WouldBlock
+                        && e.kind() != std::io::ErrorKind::TimedOut;
+                }
+                Err(_) => return true,
+            }
+        }
+    }
+
+    /// Connects to a namespace and returns the socket id from the CONNECT reply, checking its bytes.
+    pub fn connect_nsp(&mut self, nsp: &str, auth: &str) -> String {
+        let prefix = if nsp == "/" {
+            String::new()
+        } else {
+            format!("{nsp},")
+        };
+        self.send(&format!("40{prefix}{auth}"));
+        let reply = self.recv_packet();
+        let head = format!("40{prefix}{{\"sid\":\"");
+        assert!(
+            reply.starts_with(&head) && reply.ends_with("\"}"),
+            "{reply}"
+        );
+        let sid = reply[head.len()..reply.len() - 2].to_owned();
+        assert_eq!(sid.len(), 20);
+        sid
+    }
+}

@@ -236,16 +236,26 @@ impl<A: App> Shared<A> {
     }
 }
 
-/// Starts the driver for `app` on `runtime`.
-pub(crate) fn spawn<A: App>(runtime: Arc<dyn Runtime>, app: A, limits: Limits) -> Arc<Shared<A>> {
+/// The handle and the command queue of an application, without a driver yet.
+pub(crate) fn channel<A: App>(
+    runtime: Arc<dyn Runtime>,
+    app: &A,
+    limits: Limits,
+) -> (Arc<Shared<A>>, Receiver<Command<A>>) {
     let (tx, rx) = async_channel::bounded(limits.driver_queue);
     let shared = Arc::new(Shared {
-        runtime: runtime.clone(),
+        runtime,
         commands: tx,
         max_message_size: app.max_message_size(),
         limits,
         next_request: AtomicU64::new(1),
     });
+    (shared, rx)
+}
+
+/// Starts the driver for `app` on `runtime`.
+pub(crate) fn spawn<A: App>(runtime: Arc<dyn Runtime>, app: A, limits: Limits) -> Arc<Shared<A>> {
+    let (shared, rx) = channel(runtime.clone(), &app, limits);
     let driver = Driver {
         app,
         runtime: runtime.clone(),

@@ -14,6 +14,7 @@ mod io;
 mod listener;
 mod servers;
 mod socketio;
+pub mod testkit;
 mod ws;
 
 use std::future::Future;

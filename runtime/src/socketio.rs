@@ -222,8 +222,30 @@ impl State {
 
 /// The server and the application's state, owned by the driver task.
 pub(crate) struct SioApp {
-    server: Server,
+    pub(crate) server: Server,
     state: State,
+}
+
+impl SioApp {
+    /// The application for `config`, whose handles will find their server through `cell`.
+    pub(crate) fn new(
+        config: ServerConfig,
+        runtime: Arc<dyn Runtime>,
+        cell: Arc<OnceLock<Weak<Shared<SioApp>>>>,
+    ) -> SioApp {
+        SioApp {
+            server: Server::new(config, runtime.now()),
+            state: State {
+                namespaces: HashMap::new(),
+                sockets: HashMap::new(),
+                by_sid: HashMap::new(),
+                acks: HashMap::new(),
+                next_listener: 0,
+                runtime,
+                shared: cell,
+            },
+        }
+    }
 }
 
 impl App for SioApp {
@@ -1268,21 +1290,22 @@ impl SocketIo {
     /// Starts the server's driver task on `runtime`.
     pub fn start(runtime: Arc<dyn Runtime>, config: ServerConfig, limits: Limits) -> SocketIo {
         let cell = Arc::new(OnceLock::new());
-        let app = SioApp {
-            server: Server::new(config, runtime.now()),
-            state: State {
-                namespaces: HashMap::new(),
-                sockets: HashMap::new(),
-                by_sid: HashMap::new(),
-                acks: HashMap::new(),
-                next_listener: 0,
-                runtime: runtime.clone(),
-                shared: cell.clone(),
-            },
-        };
+        let app = SioApp::new(config, runtime.clone(), cell.clone());
         let shared = crate::driver::spawn(runtime, app, limits);
         let _ = cell.set(Arc::downgrade(&shared));
         SocketIo { shared }
+    }
+
+    /// A server whose application the caller drives itself (the test kit).
+    pub(crate) fn detached(
+        runtime: Arc<dyn Runtime>,
+        config: ServerConfig,
+    ) -> (SocketIo, SioApp, async_channel::Receiver<Command<SioApp>>) {
+        let cell = Arc::new(OnceLock::new());
+        let app = SioApp::new(config, runtime.clone(), cell.clone());
+        let (shared, commands) = crate::driver::channel(runtime, &app, Limits::default());
+        let _ = cell.set(Arc::downgrade(&shared));
+        (SocketIo { shared }, app, commands)
     }
 
     /// Runs a registration on the driver, in order with everything else sent to it.

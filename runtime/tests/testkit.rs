@@ -1,0 +1,147 @@
+//! The test kit runs real handlers against in-memory clients in virtual time.
+
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use serde_json::{Value, json};
+use sio_runtime::testkit::{Refused, TestKit};
+use sio_runtime::{AckError, ConnectError, DisconnectReason, Payload, ServerConfig};
+
+type Log = Arc<Mutex<Vec<String>>>;
+
+fn kit_with_handlers() -> (TestKit, Log) {
+    let kit = TestKit::new(ServerConfig::default());
+    let log: Log = Arc::default();
+    let on_connect = log.clone();
+    kit.io().on_connection(move |socket| {
+        let log = on_connect.clone();
+        socket.on_disconnect(move |socket, reason| {
+            log.lock()
+                .unwrap()
+                .push(format!("{} {reason}", socket.id()));
+        });
+        socket.on("join", |socket, room: String| {
+            socket.join(&room);
+            let _ = socket.ack(&socket.rooms().len());
+        });
+        socket.on("shout", |socket, (room, text): (String, String)| {
+            let _ = socket.to(room).emit("heard", &text);
+        });
+        socket.on("ask", |socket, timeout_ms: u64| {
+            let id = socket.id().to_owned();
+            let _ = socket
+                .timeout(Duration::from_millis(timeout_ms))
+                .emit_with_ack("question", &(), move |io, result| {
+                    let answer = match result {
+                        Ok(reply) => json!(reply),
+                        Err(AckError::Timeout) => json!("timeout"),
+                        Err(other) => json!(other.to_string()),
+                    };
+                    if let Some(mut socket) = io.socket("/", &id) {
+                        let _ = socket.emit("answer", &answer);
+                    }
+                });
+        });
+        socket.on_async("later", |socket, n: u32, ack| async move {
+            let _ = socket.emit("async", &(n * 2)).await;
+            if let Some(ack) = ack {
+                let _ = ack.send(&"done").await;
+            }
+        });
+    });
+    kit.io()
+        .of("/private")
+        .use_(|_socket, auth| match auth.get("key") {
+            Some(Value::String(key)) if key == "k" => Ok(()),
+            _ => Err(ConnectError::new("denied").with_data(json!({ "need": "key" }))),
+        });
+    (kit, log)
+}
+
+#[test]
+fn rooms_reach_members_only() {
+    let (mut kit, _) = kit_with_handlers();
+    let a = kit.connect("/", json!({})).unwrap();
+    let b = kit.connect("/", json!({})).unwrap();
+    let c = kit.connect("/", json!({})).unwrap();
+    // Own room plus "r".
+    for client in [a, b] {
+        let reply = kit.emit_with_ack(client, "join", &"r").unwrap();
+        assert_eq!(reply.args, vec![json!(2)]);
+    }
+    kit.emit(a, "shout", &("r", "hi"));
+    let heard = kit.received(b);
+    assert_eq!(heard.len(), 1);
+    assert_eq!(
+        (heard[0].event.as_str(), &heard[0].args.args),
+        ("heard", &vec![json!("hi")])
+    );
+    assert!(kit.received(a).is_empty(), "not the sender");
+    assert!(kit.received(c).is_empty(), "not a non-member");
+}
+
+#[test]
+fn middleware_refusal_carries_message_and_data() {
+    let (mut kit, _) = kit_with_handlers();
+    let refused = kit.connect("/private", json!({ "key": "nope" }));
+    assert_eq!(
+        refused,
+        Err(Refused(
+            json!({ "message": "denied", "data": { "need": "key" } })
+        ))
+    );
+    assert!(kit.connect("/private", json!({ "key": "k" })).is_ok());
+}
+
+#[test]
+fn server_acks_answer_or_time_out_in_virtual_time() {
+    let (mut kit, _) = kit_with_handlers();
+    let client = kit.connect("/", json!({})).unwrap();
+    kit.emit(client, "ask", &1000);
+    let question = kit.received(client).remove(0);
+    assert_eq!(question.event, "question");
+    kit.ack(client, "/", question.ack.unwrap(), &"yes");
+    assert_eq!(kit.received(client)[0].args.args, vec![json!(["yes"])]);
+
+    kit.emit(client, "ask", &1000);
+    assert_eq!(kit.received(client)[0].event, "question");
+    kit.advance(Duration::from_millis(999));
+    assert!(kit.received(client).is_empty());
+    kit.advance(Duration::from_millis(1));
+    assert_eq!(kit.received(client)[0].args.args, vec![json!("timeout")]);
+}
+
+#[test]
+fn async_handlers_run_to_completion() {
+    let (mut kit, _) = kit_with_handlers();
+    let client = kit.connect("/", json!({})).unwrap();
+    let reply = kit.emit_with_ack(client, "later", &21);
+    assert_eq!(reply, Some(Payload::from_args(&"done").unwrap()));
+    let received = kit.received(client);
+    assert_eq!(received[0].event, "async");
+    assert_eq!(received[0].args.args, vec![json!(42)]);
+}
+
+#[test]
+fn disconnect_reasons() {
+    let (mut kit, log) = kit_with_handlers();
+    let a = kit.connect("/", json!({})).unwrap();
+    let a_id = kit.sid(a, "/").unwrap().to_owned();
+    kit.leave(a, "/");
+    let b = kit.connect("/", json!({})).unwrap();
+    let b_id = kit.sid(b, "/").unwrap().to_owned();
+    kit.drop_connection(b);
+    let c = kit.connect("/", json!({})).unwrap();
+    let c_id = kit.sid(c, "/").unwrap().to_owned();
+    kit.set_silent(c, true);
+    kit.advance(Duration::from_secs(45));
+    assert!(kit.is_closed(c));
+    assert_eq!(
+        *log.lock().unwrap(),
+        vec![
+            format!("{a_id} {}", DisconnectReason::ClientNamespaceDisconnect),
+            format!("{b_id} {}", DisconnectReason::TransportClose),
+            format!("{c_id} {}", DisconnectReason::PingTimeout),
+        ]
+    );
+}

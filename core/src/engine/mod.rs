@@ -1047,6 +1047,86 @@ impl Engine {
     }
 }
 
+impl Engine {
+    /// Checks the engine's internal consistency (for tests and the simulation): every request in
+    /// flight belongs to the session that points back at it, at most one poll is parked per
+    /// session, and every armed timer is in the timer table.
+    #[doc(hidden)]
+    pub fn check_invariants(&self) -> Result<(), String> {
+        let mut armed = 0;
+        for (index, s) in &self.sessions {
+            let id = SessionId {
+                index: index as u32,
+                generation: s.generation,
+            };
+            if self.by_sid.get(&s.sid) != Some(&id) {
+                return Err(format!("{id:?} is not indexed by its sid"));
+            }
+            let owned = [
+                (s.get, "poll"),
+                (s.post, "post"),
+                (s.ws, "websocket"),
+                (s.upgrade.as_ref().map(|u| u.ws), "upgrade"),
+            ];
+            for (request, what) in owned {
+                let Some(request) = request else { continue };
+                let back = match self.requests.get(&request) {
+                    Some(Role::Poll(r))
+                    | Some(Role::Post(r))
+                    | Some(Role::WebSocket(r))
+                    | Some(Role::WsUpgrade(r)) => Some(*r),
+                    _ => None,
+                };
+                if back != Some(id) {
+                    return Err(format!(
+                        "{id:?}'s {what} {request:?} is not in the request table"
+                    ));
+                }
+            }
+            for (kind, at) in s.timers.iter().enumerate() {
+                if let Some(at) = at {
+                    armed += 1;
+                    if !self.timers.contains(&(*at, id, timer_kind(kind))) {
+                        return Err(format!("{id:?} timer {kind} is not in the timer table"));
+                    }
+                }
+            }
+        }
+        if armed != self.timers.len() {
+            return Err(format!(
+                "{} timers armed, {} in the table",
+                armed,
+                self.timers.len()
+            ));
+        }
+        if self.by_sid.len() != self.sessions.len() {
+            return Err("stale sid index".into());
+        }
+        let mut polls = std::collections::HashSet::new();
+        for (request, role) in &self.requests {
+            let (id, field) = match role {
+                Role::Poll(id) => (*id, self.session(*id).map(|s| s.get)),
+                Role::Post(id) => (*id, self.session(*id).map(|s| s.post)),
+                Role::WebSocket(id) => (*id, self.session(*id).map(|s| s.ws)),
+                Role::WsUpgrade(id) => (
+                    *id,
+                    self.session(*id).map(|s| s.upgrade.as_ref().map(|u| u.ws)),
+                ),
+                _ => continue,
+            };
+            if field != Some(Some(*request)) {
+                return Err(format!(
+                    "{request:?} points at {id:?}, which does not own it"
+                ));
+            }
+            if matches!(role, Role::Poll(_)) && !polls.insert(id) {
+                return Err(format!("two parked polls for {id:?}"));
+            }
+        }
+        Ok(())
+    }
+}
+
 fn timer_kind(index: usize) -> TimerKind {
     match index {
         0 => TimerKind::Ping,

@@ -53,6 +53,7 @@ impl Harness {
         while let Some(e) = self.engine.poll_event() {
             self.events.push(e);
         }
+        self.engine.check_invariants().unwrap();
     }
 
     fn request(&mut self, method: &str, uri: &str, headers: &[(&str, &str)]) -> RequestId {

@@ -1184,6 +1184,83 @@ pub struct Census {
 }
 
 impl Server {
+    /// Checks the server's internal consistency (for tests and the simulation): the engine's
+    /// invariants, sockets and their connections, rooms in both directions, and acks.
+    #[doc(hidden)]
+    pub fn check_invariants(&self) -> Result<(), String> {
+        self.engine.check_invariants()?;
+        for (session, client) in &self.clients {
+            if self.engine.sid(*session).is_none() {
+                return Err(format!("client of the closed session {session:?}"));
+            }
+            for socket in &client.sockets {
+                match self.socket(*socket) {
+                    Some(s) if s.session == *session => {}
+                    _ => return Err(format!("client lists {socket:?}, not its socket")),
+                }
+            }
+        }
+        for (index, s) in &self.sockets {
+            let id = SocketId {
+                index: index as u32,
+                generation: s.generation,
+            };
+            let listed = self
+                .clients
+                .get(&s.session)
+                .is_some_and(|c| c.sockets.contains(&id));
+            if !listed && s.state != SocketState::Disconnecting {
+                return Err(format!("{id:?} belongs to no client"));
+            }
+            let namespace = &self.namespaces[s.nsp.0 as usize];
+            if (s.state == SocketState::Connected) != namespace.sockets.contains(&id) {
+                return Err(format!(
+                    "{id:?} in state {:?} and namespace list disagree",
+                    s.state
+                ));
+            }
+            for room in &s.rooms {
+                if !namespace.rooms.get(room).is_some_and(|m| m.contains(&id)) {
+                    return Err(format!("{id:?} thinks it is in {room}"));
+                }
+            }
+            for ack in &s.acks {
+                let key = AckId {
+                    nsp: s.nsp,
+                    id: *ack,
+                };
+                if !self.acks.get(&key).is_some_and(|r| r.waiting.contains(&id)) {
+                    return Err(format!("{id:?} owes {key:?}, which does not wait for it"));
+                }
+            }
+        }
+        for namespace in &self.namespaces {
+            for (room, members) in &namespace.rooms {
+                if members.is_empty() {
+                    return Err(format!("empty room {room} kept"));
+                }
+                for member in members {
+                    if !self.socket(*member).is_some_and(|s| s.rooms.contains(room)) {
+                        return Err(format!("{room} lists {member:?}, not in it"));
+                    }
+                }
+            }
+        }
+        for (ack, request) in &self.acks {
+            for socket in &request.waiting {
+                if !self
+                    .socket(*socket)
+                    .is_some_and(|s| s.acks.contains(&ack.id))
+                {
+                    return Err(format!(
+                        "{ack:?} waits for {socket:?}, which does not owe it"
+                    ));
+                }
+            }
+        }
+        Ok(())
+    }
+
     /// Counts of everything the server holds.
     #[doc(hidden)]
     pub fn census(&self) -> Census {

@@ -68,6 +68,7 @@ impl Harness {
                 self.transmits.push(t);
             }
         }
+        self.server.check_invariants().unwrap();
     }
 
     /// Opens a WebSocket session; the open packet is consumed.

@@ -154,6 +154,12 @@ impl Sim {
                 ..EngineConfig::default()
             },
             connect_timeout: Duration::from_millis(800),
+            // Every other seed keeps sessions and logs packets for recovery.
+            connection_state_recovery: (seed % 2 == 1).then(|| sio_core::socket::RecoveryConfig {
+                max_disconnection_duration: Duration::from_secs(5),
+                max_packets: 50,
+                ..Default::default()
+            }),
             ..ServerConfig::default()
         };
         let mut server = Server::new(config, now);
@@ -541,7 +547,9 @@ impl Sim {
             Event::Disconnect { socket, .. } => {
                 self.sockets.remove(&socket);
             }
-            Event::Disconnecting { .. } | Event::SocketError { .. } => {}
+            Event::Disconnecting { .. }
+            | Event::SocketError { .. }
+            | Event::SessionExpired { .. } => {}
         }
     }
 

@@ -32,7 +32,7 @@ pub use sio_core::engine::Handshake as EngineHandshake;
 pub use sio_core::engine::{
     CloseReason, EngineConfig, Frame, Message, SessionId, Sid, Transport, Transports,
 };
-pub use sio_core::socket::{DisconnectReason, Payload, PayloadError, ServerConfig};
+pub use sio_core::socket::{DisconnectReason, Payload, PayloadError, RecoveryConfig, ServerConfig};
 pub use socketio::{
     AckError, AckSender, AckTimeout, Broadcast, BroadcastHandle, ConnectError, EmitError, IoRef,
     ListenerId, Namespace, SocketEmitter, SocketError, SocketHandle, SocketIo, SocketRef,

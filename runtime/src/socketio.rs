@@ -206,6 +206,8 @@ struct State {
     sockets: HashMap<SocketId, SocketEntry>,
     /// Sockets by public id (unique across namespaces).
     by_sid: HashMap<String, SocketId>,
+    /// The data of sockets whose session is kept for recovery, by private id.
+    kept_data: HashMap<sio_core::engine::Sid, Option<Box<dyn Any + Send>>>,
     acks: HashMap<AckId, PendingAck>,
     next_listener: u64,
     runtime: Arc<dyn Runtime>,
@@ -239,6 +241,7 @@ impl SioApp {
                 namespaces: HashMap::new(),
                 sockets: HashMap::new(),
                 by_sid: HashMap::new(),
+                kept_data: HashMap::new(),
                 acks: HashMap::new(),
                 next_listener: 0,
                 runtime,
@@ -346,7 +349,8 @@ impl<'a> IoRef<'a> {
                 nsp,
                 auth,
                 handshake,
-            } => self.on_connect(socket, nsp, auth, &handshake),
+                recovered,
+            } => self.on_connect(socket, nsp, auth, &handshake, recovered),
             Event::Message {
                 socket,
                 event,
@@ -399,7 +403,14 @@ impl<'a> IoRef<'a> {
                     handler(&mut socket, reason);
                 }
             }
-            Event::Disconnect { socket, reason } => {
+            Event::SessionExpired { pid } => {
+                self.state.kept_data.remove(&pid);
+            }
+            Event::Disconnect {
+                socket,
+                reason,
+                kept,
+            } => {
                 let handlers = self
                     .state
                     .sockets
@@ -412,6 +423,10 @@ impl<'a> IoRef<'a> {
                         handler(&mut socket, reason);
                     }
                 }
+                // A kept session keeps its data until it is recovered or expires.
+                if let (Some(pid), Some(entry)) = (kept, self.state.sockets.get_mut(&socket)) {
+                    self.state.kept_data.insert(pid, entry.data.take());
+                }
                 self.state.remove_socket(socket);
             }
         }
@@ -423,6 +438,7 @@ impl<'a> IoRef<'a> {
         nsp: sio_core::socket::NspId,
         auth: Value,
         engine: &sio_core::engine::Handshake,
+        recovered: bool,
     ) {
         let name = self.server.namespace_name(nsp).to_owned();
         let handlers = self
@@ -454,7 +470,26 @@ impl<'a> IoRef<'a> {
                 data: None,
             },
         );
-        for middleware in &handlers.middlewares {
+        let pid = self.server.socket_pid(socket);
+        if let (true, Some(pid)) = (recovered, pid) {
+            let data = self.state.kept_data.remove(&pid).flatten();
+            if let Some(entry) = self.state.sockets.get_mut(&socket) {
+                entry.data = data;
+            }
+        }
+        // With recovery's `skip_middlewares` (the reference's default), a recovered socket is let
+        // in without the middlewares.
+        let skip = recovered
+            && self
+                .server
+                .recovery_config()
+                .is_some_and(|c| c.skip_middlewares);
+        let middlewares = if skip {
+            &[][..]
+        } else {
+            &handlers.middlewares[..]
+        };
+        for middleware in middlewares {
             let result = middleware(&mut self.socket_ref(socket, None), &auth);
             if let Err(error) = result {
                 self.state.remove_socket(socket);
@@ -722,6 +757,12 @@ impl<'a> SocketRef<'a> {
     /// The namespace's name.
     pub fn nsp(&self) -> &str {
         self.entry().map_or("", |e| e.nsp.as_str())
+    }
+
+    /// Whether the socket recovered its session after a disconnection (same id, rooms and data;
+    /// the packets it missed were sent before the connection was confirmed).
+    pub fn recovered(&self) -> bool {
+        self.io.server.is_recovered(self.socket)
     }
 
     /// Whether the socket is connected.

@@ -10,6 +10,7 @@
 
 pub mod packet;
 pub mod payload;
+pub mod recovery;
 
 use std::collections::{BTreeSet, HashMap, VecDeque};
 use std::net::SocketAddr;
@@ -24,6 +25,8 @@ use slab::Slab;
 use self::packet::{Decoder, Packet};
 pub use self::packet::{PacketType, ParseError, RESERVED_EVENTS};
 pub use self::payload::{Payload, PayloadError};
+pub use self::recovery::RecoveryConfig;
+use self::recovery::{KeptSession, Recovery};
 use crate::engine::sid::IdGenerator;
 use crate::engine::{
     BodyError, CloseReason, Engine, EngineConfig, EngineEvent, Frame, Handshake, Message,
@@ -39,6 +42,8 @@ pub struct ServerConfig {
     pub connect_timeout: Duration,
     /// Most attachments a client packet may declare (10).
     pub max_attachments: usize,
+    /// Connection state recovery; off (`None`) by default, as in the reference.
+    pub connection_state_recovery: Option<RecoveryConfig>,
 }
 
 impl Default for ServerConfig {
@@ -47,6 +52,7 @@ impl Default for ServerConfig {
             engine: EngineConfig::default(),
             connect_timeout: Duration::from_millis(45_000),
             max_attachments: 10,
+            connection_state_recovery: None,
         }
     }
 }
@@ -157,6 +163,8 @@ pub enum Event {
         auth: Value,
         /// The first request of the connection.
         handshake: Arc<Handshake>,
+        /// The socket recovered a kept session: same id, its rooms back, missed packets queued.
+        recovered: bool,
     },
     /// An event from a client.
     Message {
@@ -205,6 +213,13 @@ pub enum Event {
         socket: SocketId,
         /// Why.
         reason: DisconnectReason,
+        /// The private id its session is kept under for recovery, if it is.
+        kept: Option<Sid>,
+    },
+    /// A kept session expired: it can no longer be recovered.
+    SessionExpired {
+        /// Its private id.
+        pid: Sid,
     },
 }
 
@@ -292,6 +307,11 @@ struct Socket {
     rooms: BTreeSet<String>,
     /// Server acks awaiting this socket's reply, by wire id.
     acks: BTreeSet<u64>,
+    /// The private session id (with connection state recovery).
+    pid: Option<Sid>,
+    /// A recovered session: the rooms to rejoin and the packets to send before the CONNECT reply.
+    restored: Option<(BTreeSet<String>, Vec<Frame>)>,
+    recovered: bool,
 }
 
 /// One Engine.IO connection seen by the Socket.IO layer.
@@ -318,13 +338,14 @@ struct AckRequest {
 enum TimerKey {
     Connect(SessionId),
     Ack(AckId),
+    Recovery,
 }
 
 #[derive(Debug)]
 enum Queued {
     Event(Event),
     /// Leave the rooms, then report `Disconnect`.
-    Finalize(SocketId, DisconnectReason),
+    Finalize(SocketId, DisconnectReason, Option<Sid>),
 }
 
 /// The Socket.IO server state machine. The drain contract is the engine's (see
@@ -343,6 +364,9 @@ pub struct Server {
     acks: HashMap<AckId, AckRequest>,
     timers: BTreeSet<(Instant, TimerKey)>,
     events: VecDeque<Queued>,
+    recovery: Option<Recovery>,
+    /// When the recovery timer is armed.
+    recovery_timer: Option<Instant>,
 }
 
 impl Server {
@@ -366,6 +390,8 @@ impl Server {
             acks: HashMap::new(),
             timers: BTreeSet::new(),
             events: VecDeque::new(),
+            recovery: config.connection_state_recovery.map(Recovery::new),
+            recovery_timer: None,
         };
         server.namespace("/");
         server
@@ -430,6 +456,21 @@ impl Server {
     /// The Engine.IO session a socket belongs to.
     pub fn socket_session(&self, socket: SocketId) -> Option<SessionId> {
         self.socket(socket).map(|s| s.session)
+    }
+
+    /// The private session id of a socket (with connection state recovery).
+    pub fn socket_pid(&self, socket: SocketId) -> Option<Sid> {
+        self.socket(socket).and_then(|s| s.pid)
+    }
+
+    /// Whether the socket recovered a kept session.
+    pub fn is_recovered(&self, socket: SocketId) -> bool {
+        self.socket(socket).is_some_and(|s| s.recovered)
+    }
+
+    /// The connection state recovery options, when it is on.
+    pub fn recovery_config(&self) -> Option<&RecoveryConfig> {
+        self.recovery.as_ref().map(|r| &r.config)
     }
 
     /// Whether the socket is connected (not pending, not disconnecting).
@@ -522,6 +563,18 @@ impl Server {
                         self.close_client(now, session, DisconnectReason::ForcedServerClose);
                     }
                 }
+                TimerKey::Recovery => {
+                    self.recovery_timer = None;
+                    let expired = self
+                        .recovery
+                        .as_mut()
+                        .map(|r| r.purge(now))
+                        .unwrap_or_default();
+                    for pid in expired {
+                        self.push(Event::SessionExpired { pid });
+                    }
+                    self.rearm_recovery();
+                }
                 TimerKey::Ack(ack) => {
                     if let Some(request) = self.acks.remove(&ack) {
                         for socket in &request.waiting {
@@ -549,9 +602,13 @@ impl Server {
     pub fn poll_event(&mut self) -> Option<Event> {
         match self.events.pop_front()? {
             Queued::Event(event) => Some(event),
-            Queued::Finalize(socket, reason) => {
+            Queued::Finalize(socket, reason, kept) => {
                 self.finalize(socket);
-                Some(Event::Disconnect { socket, reason })
+                Some(Event::Disconnect {
+                    socket,
+                    reason,
+                    kept,
+                })
             }
         }
     }
@@ -579,11 +636,24 @@ impl Server {
             self.remove_socket(socket);
             return Err(CommandError::UnknownSocket);
         }
-        if let Some(s) = self.socket_mut(socket) {
-            s.state = SocketState::Connected;
-        }
+        let (restored, pid) = match self.socket_mut(socket) {
+            Some(s) => {
+                s.state = SocketState::Connected;
+                (s.restored.take(), s.pid)
+            }
+            None => (None, None),
+        };
         self.namespaces[nsp.0 as usize].sockets.insert(socket);
         self.join(socket, sid.as_str());
+        if let Some((rooms, missed)) = restored {
+            for room in rooms {
+                self.join(socket, &room);
+            }
+            // Missed packets go out before the CONNECT reply, as in the reference.
+            for frame in missed {
+                let _ = self.engine.send_frame(session, frame);
+            }
+        }
         if let Some(client) = self.clients.get_mut(&session) {
             if let Some(at) = client.connect_deadline.take() {
                 self.timers.remove(&(at, TimerKey::Connect(session)));
@@ -591,6 +661,9 @@ impl Server {
         }
         let mut reply = Map::new();
         reply.insert("sid".into(), Value::String(sid.as_str().to_owned()));
+        if let Some(pid) = pid {
+            reply.insert("pid".into(), Value::String(pid.as_str().to_owned()));
+        }
         let name = &self.namespaces[nsp.0 as usize].name;
         let text = packet::encode_control(name, PacketType::Connect, Some(&Value::Object(reply)));
         let _ = self.engine.send_frame(session, Frame::text_message(&text));
@@ -647,8 +720,33 @@ impl Server {
             (AckId { nsp, id }, timeout)
         });
         let name = &self.namespaces[nsp.0 as usize].name;
-        let text = packet::encode_event(name, event, args, ack.map(|(a, _)| a.id));
-        let header = Frame::text_message(&text);
+        // With recovery, every event without ack that is not volatile carries an offset as its
+        // last argument and is logged, so that a socket that comes back gets what it missed.
+        let logged = match &self.recovery {
+            Some(recovery) if ack.is_none() && !options.volatile => {
+                let mut with_offset = args.clone();
+                with_offset.args.push(Value::String(recovery.next_offset()));
+                Some(with_offset)
+            }
+            _ => None,
+        };
+        let payload = logged.as_ref().unwrap_or(args);
+        let text = packet::encode_event(name, event, payload, ack.map(|(a, _)| a.id));
+        let mut frames = vec![Frame::text_message(&text)];
+        frames.extend(payload.attachments.iter().cloned().map(Frame::Binary));
+        if logged.is_some() {
+            let (rooms, except) = match target {
+                Target::Socket(socket) => {
+                    let sid = self.socket(*socket).map(|s| s.sid.to_string());
+                    (sid.into_iter().collect(), Vec::new())
+                }
+                Target::Rooms { rooms, except, .. } => (rooms.clone(), except.clone()),
+            };
+            if let Some(recovery) = self.recovery.as_mut() {
+                recovery.log(now, nsp, rooms, except, frames.clone());
+            }
+            self.rearm_recovery();
+        }
         let mut reached = BTreeSet::new();
         for socket in recipients {
             let Some(s) = self.socket(socket) else {
@@ -658,11 +756,8 @@ impl Server {
             if options.volatile && !self.engine.is_writable(session) {
                 continue;
             }
-            let _ = self.engine.send_frame(session, header.clone());
-            for attachment in &args.attachments {
-                let _ = self
-                    .engine
-                    .send_frame(session, Frame::Binary(attachment.clone()));
+            for frame in &frames {
+                let _ = self.engine.send_frame(session, frame.clone());
             }
             if let Some((ack, _)) = ack {
                 if let Some(s) = self.socket_mut(socket) {
@@ -788,7 +883,7 @@ impl Server {
             let name = &self.namespaces[s.nsp.0 as usize].name;
             let text = packet::encode_control(name, PacketType::Disconnect, None);
             let _ = self.engine.send_frame(session, Frame::text_message(&text));
-            self.start_disconnect(socket, DisconnectReason::ServerNamespaceDisconnect);
+            self.start_disconnect(now, socket, DisconnectReason::ServerNamespaceDisconnect);
         }
         if close {
             self.close_client(now, session, DisconnectReason::ForcedServerClose);
@@ -852,7 +947,7 @@ impl Server {
                 EngineEvent::Close {
                     session, reason, ..
                 } => {
-                    self.drop_client(session, DisconnectReason::from_engine(reason));
+                    self.drop_client(now, session, DisconnectReason::from_engine(reason));
                 }
             }
         }
@@ -902,11 +997,11 @@ impl Server {
             })
         });
         match (connected, packet.kind) {
-            (None, PacketType::Connect) => self.on_connect(session, packet),
+            (None, PacketType::Connect) => self.on_connect(now, session, packet),
             (Some(socket), PacketType::Event) => self.on_event(socket, packet),
             (Some(socket), PacketType::Ack) => self.on_ack(socket, packet),
             (Some(socket), PacketType::Disconnect) => {
-                self.start_disconnect(socket, DisconnectReason::ClientNamespaceDisconnect)
+                self.start_disconnect(now, socket, DisconnectReason::ClientNamespaceDisconnect)
             }
             // A packet for a namespace not joined, a second CONNECT, a CONNECT_ERROR from the
             // client: the reference closes the connection.
@@ -914,7 +1009,7 @@ impl Server {
         }
     }
 
-    fn on_connect(&mut self, session: SessionId, packet: Packet) {
+    fn on_connect(&mut self, now: Instant, session: SessionId, packet: Packet) {
         let Some(client) = self.clients.get(&session) else {
             return;
         };
@@ -940,16 +1035,36 @@ impl Server {
             let _ = self.engine.send_frame(session, Frame::text_message(&text));
             return;
         };
+        let auth = packet.data.unwrap_or_else(|| Value::Object(Map::new()));
+        // The client asks to recover with the private id and the last offset it received.
+        let restored = match (&mut self.recovery, auth.get("pid"), auth.get("offset")) {
+            (Some(recovery), Some(Value::String(pid)), Some(Value::String(offset))) => recovery
+                .restore(now, nsp, pid, offset)
+                .map(|r| (Sid::parse(pid), r)),
+            _ => None,
+        };
+        let (sid, pid, restored) = match restored {
+            Some((pid, r)) => (r.sid, pid, Some((r.rooms, r.missed))),
+            None => {
+                let sid = self.ids.next_sid();
+                let pid = self.recovery.is_some().then(|| self.ids.next_sid());
+                (sid, pid, None)
+            }
+        };
+        let recovered = restored.is_some();
         self.next_generation = self.next_generation.wrapping_add(1);
         let generation = self.next_generation;
         let index = self.sockets.insert(Socket {
             generation,
-            sid: self.ids.next_sid(),
+            sid,
             nsp,
             session,
             state: SocketState::Pending,
             rooms: BTreeSet::new(),
             acks: BTreeSet::new(),
+            pid,
+            restored,
+            recovered,
         });
         let socket = SocketId {
             index: index as u32,
@@ -958,12 +1073,12 @@ impl Server {
         if let Some(client) = self.clients.get_mut(&session) {
             client.sockets.push(socket);
         }
-        let auth = packet.data.unwrap_or_else(|| Value::Object(Map::new()));
         self.push(Event::Connect {
             socket,
             nsp,
             auth,
             handshake,
+            recovered,
         });
     }
 
@@ -1066,8 +1181,9 @@ impl Server {
         }
     }
 
-    /// Queues `Disconnecting` now and `Disconnect` (with the cleanup) behind it.
-    fn start_disconnect(&mut self, socket: SocketId, reason: DisconnectReason) {
+    /// Queues `Disconnecting` now and `Disconnect` (with the cleanup) behind it; keeps the session
+    /// for recovery when the reason allows it.
+    fn start_disconnect(&mut self, now: Instant, socket: SocketId, reason: DisconnectReason) {
         let Some(s) = self.socket_mut(socket) else {
             return;
         };
@@ -1075,8 +1191,51 @@ impl Server {
             return;
         }
         s.state = SocketState::Disconnecting;
+        let mut kept = None;
+        let recoverable = !matches!(
+            reason,
+            DisconnectReason::ParseError
+                | DisconnectReason::ClientNamespaceDisconnect
+                | DisconnectReason::ServerNamespaceDisconnect
+        );
+        if let (Some(recovery), Some(s)) = (
+            self.recovery.as_mut(),
+            self.sockets.get(socket.index as usize),
+        ) {
+            if let (true, Some(pid)) = (recoverable, s.pid) {
+                recovery.keep(
+                    pid,
+                    KeptSession {
+                        sid: s.sid,
+                        nsp: s.nsp,
+                        rooms: s.rooms.clone(),
+                        disconnected_at: now,
+                    },
+                );
+                kept = Some(pid);
+            }
+        }
+        if kept.is_some() {
+            self.rearm_recovery();
+        }
         self.push(Event::Disconnecting { socket, reason });
-        self.events.push_back(Queued::Finalize(socket, reason));
+        self.events
+            .push_back(Queued::Finalize(socket, reason, kept));
+    }
+
+    /// Arms the recovery timer for the next expiry.
+    fn rearm_recovery(&mut self) {
+        let next = self.recovery.as_ref().and_then(Recovery::next_expiry);
+        if next == self.recovery_timer {
+            return;
+        }
+        if let Some(at) = self.recovery_timer.take() {
+            self.timers.remove(&(at, TimerKey::Recovery));
+        }
+        if let Some(at) = next {
+            self.timers.insert((at, TimerKey::Recovery));
+            self.recovery_timer = Some(at);
+        }
     }
 
     /// Closes the Engine.IO connection from the Socket.IO layer; its sockets disconnect with
@@ -1086,13 +1245,13 @@ impl Server {
             return;
         };
         client.closing = true;
-        self.drop_sockets(session, reason);
+        self.drop_sockets(now, session, reason);
         self.engine.close(now, session);
     }
 
     /// The Engine.IO connection closed.
-    fn drop_client(&mut self, session: SessionId, reason: DisconnectReason) {
-        self.drop_sockets(session, reason);
+    fn drop_client(&mut self, now: Instant, session: SessionId, reason: DisconnectReason) {
+        self.drop_sockets(now, session, reason);
         if let Some(client) = self.clients.remove(&session) {
             if let Some(at) = client.connect_deadline {
                 self.timers.remove(&(at, TimerKey::Connect(session)));
@@ -1109,14 +1268,14 @@ impl Server {
         }
     }
 
-    fn drop_sockets(&mut self, session: SessionId, reason: DisconnectReason) {
+    fn drop_sockets(&mut self, now: Instant, session: SessionId, reason: DisconnectReason) {
         let sockets = self
             .clients
             .get(&session)
             .map(|c| c.sockets.clone())
             .unwrap_or_default();
         for socket in sockets {
-            self.start_disconnect(socket, reason);
+            self.start_disconnect(now, socket, reason);
         }
     }
 
@@ -1181,6 +1340,10 @@ pub struct Census {
     pub acks: usize,
     /// Armed timers of the Socket.IO layer, plus one if the engine has any.
     pub timers: usize,
+    /// Sessions kept for recovery.
+    pub kept_sessions: usize,
+    /// Packets logged for recovery.
+    pub logged_packets: usize,
 }
 
 impl Server {
@@ -1276,6 +1439,8 @@ impl Server {
                 .sum(),
             acks: self.acks.len(),
             timers: self.timers.len() + usize::from(self.engine.poll_timeout().is_some()),
+            kept_sessions: self.recovery.as_ref().map_or(0, |r| r.sizes().0),
+            logged_packets: self.recovery.as_ref().map_or(0, |r| r.sizes().1),
         }
     }
 }

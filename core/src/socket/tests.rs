@@ -183,7 +183,7 @@ impl Harness {
                 disconnecting.push((*socket, *reason));
                 false
             }
-            Event::Disconnect { socket, reason } => {
+            Event::Disconnect { socket, reason, .. } => {
                 out.push((*socket, *reason));
                 false
             }
@@ -837,4 +837,218 @@ fn volatile_packets_skip_a_polling_client_with_no_poll_parked() {
         _ => None,
     });
     assert_eq!(body.as_deref(), Some("42[\"sent\"]"));
+}
+
+fn recovery_harness() -> Harness {
+    let mut base = config();
+    base.engine.ping_interval = Duration::from_secs(25);
+    base.engine.ping_timeout = Duration::from_secs(20);
+    base.connect_timeout = Duration::from_secs(45);
+    base.connection_state_recovery = Some(RecoveryConfig::default());
+    Harness::with(base)
+}
+
+impl Harness {
+    /// Connects with recovery on: returns the socket, its id, its pid.
+    fn connect_recoverable(
+        &mut self,
+        ws: RequestId,
+        auth: &str,
+    ) -> (SocketId, String, String, bool) {
+        self.send(ws, &format!("40{auth}"));
+        let i = self
+            .events
+            .iter()
+            .position(|e| matches!(e, Event::Connect { .. }))
+            .unwrap();
+        let Event::Connect {
+            socket, recovered, ..
+        } = self.events.remove(i)
+        else {
+            unreachable!()
+        };
+        self.server.accept(self.now, socket).unwrap();
+        self.drain();
+        let sid = self.server.socket_sid(socket).unwrap().to_string();
+        let pid = self.server.socket_pid(socket).unwrap().to_string();
+        (socket, sid, pid, recovered)
+    }
+}
+
+#[test]
+fn recovery_sends_a_pid_and_offsets_and_restores_what_was_missed() {
+    let mut h = recovery_harness();
+    let ws = h.ws();
+    let (socket, sid, pid, recovered) = h.connect_recoverable(ws, "");
+    assert!(!recovered);
+    assert_eq!(
+        h.frames(ws).0,
+        vec![format!("40{{\"sid\":\"{sid}\",\"pid\":\"{pid}\"}}")]
+    );
+    h.server.join(socket, "news");
+    // Events get an offset as their last argument; acked and volatile ones do not.
+    h.server
+        .emit(
+            h.now,
+            &Target::Socket(socket),
+            "hi",
+            &args(1),
+            EmitOptions::default(),
+        )
+        .unwrap();
+    let with_ack = EmitOptions {
+        ack: Some(Some(Duration::from_secs(1))),
+        ..EmitOptions::default()
+    };
+    h.server
+        .emit(
+            h.now,
+            &Target::Socket(socket),
+            "q",
+            &Payload::default(),
+            with_ack,
+        )
+        .unwrap();
+    h.drain();
+    assert_eq!(
+        h.frames(ws).0,
+        vec!["42[\"hi\",1,\"1\"]".to_owned(), "420[\"q\"]".to_owned()]
+    );
+
+    // The transport drops; meanwhile the room and the socket get packets.
+    h.server.handle_closed(h.now, ws);
+    h.drain();
+    let disconnects: Vec<_> = h
+        .events
+        .drain(..)
+        .filter_map(|e| match e {
+            Event::Disconnect { kept, reason, .. } => Some((reason, kept.map(|k| k.to_string()))),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(
+        disconnects,
+        vec![(DisconnectReason::TransportClose, Some(pid.clone()))]
+    );
+    let other = h.ws();
+    let (other_socket, _, _, _) = h.connect_recoverable(other, "");
+    let news = Target::Rooms {
+        nsp: h.server.find_namespace("/").unwrap(),
+        rooms: vec!["news".into()],
+        except: vec![],
+    };
+    h.server
+        .emit(h.now, &news, "news", &args("a"), EmitOptions::default())
+        .unwrap();
+    h.server
+        .emit(
+            h.now,
+            &h.to_all("/"),
+            "all",
+            &Payload::default(),
+            EmitOptions::default(),
+        )
+        .unwrap();
+    h.server
+        .emit(
+            h.now,
+            &Target::Socket(other_socket),
+            "private",
+            &Payload::default(),
+            EmitOptions::default(),
+        )
+        .unwrap();
+    h.drain();
+    h.advance(Duration::from_secs(60));
+
+    // Back within the window with its pid and last offset.
+    let ws = h.ws();
+    let auth = format!("{{\"pid\":\"{pid}\",\"offset\":\"1\",\"token\":\"t\"}}");
+    let (socket, new_sid, new_pid, recovered) = h.connect_recoverable(ws, &auth);
+    assert!(recovered);
+    assert_eq!(
+        (new_sid.as_str(), new_pid.as_str()),
+        (sid.as_str(), pid.as_str())
+    );
+    assert!(h.server.is_recovered(socket));
+    assert_eq!(
+        h.frames(ws).0,
+        vec![
+            "42[\"news\",\"a\",\"2\"]".to_owned(),
+            "42[\"all\",\"3\"]".to_owned(),
+            format!("40{{\"sid\":\"{sid}\",\"pid\":\"{pid}\"}}"),
+        ]
+    );
+    let mut rooms: Vec<&str> = h.server.rooms(socket).collect();
+    rooms.sort();
+    let mut expected = vec!["news", sid.as_str()];
+    expected.sort();
+    assert_eq!(rooms, expected);
+}
+
+#[test]
+fn no_recovery_after_the_window_nor_after_a_deliberate_disconnect() {
+    let mut h = recovery_harness();
+    let ws = h.ws();
+    let (_, _, pid, _) = h.connect_recoverable(ws, "");
+    h.server
+        .emit(
+            h.now,
+            &h.to_all("/"),
+            "x",
+            &Payload::default(),
+            EmitOptions::default(),
+        )
+        .unwrap();
+    h.drain();
+    h.server.handle_closed(h.now, ws);
+    h.drain();
+    h.advance(Duration::from_secs(120));
+    assert!(
+        h.events
+            .iter()
+            .any(|e| matches!(e, Event::SessionExpired { pid: p } if p.to_string() == pid))
+    );
+    let ws = h.ws();
+    let auth = format!("{{\"pid\":\"{pid}\",\"offset\":\"1\"}}");
+    let (_, _, new_pid, recovered) = h.connect_recoverable(ws, &auth);
+    assert!(!recovered);
+    assert_ne!(new_pid, pid);
+
+    // A client namespace disconnect is not recoverable.
+    h.server
+        .emit(
+            h.now,
+            &h.to_all("/"),
+            "y",
+            &Payload::default(),
+            EmitOptions::default(),
+        )
+        .unwrap();
+    h.drain();
+    h.send(ws, "41");
+    let auth = format!("{{\"pid\":\"{new_pid}\",\"offset\":\"2\"}}");
+    let (_, _, _, recovered) = h.connect_recoverable(ws, &auth);
+    assert!(!recovered);
+    // An offset no longer (or never) in the log is not recoverable either.
+    h.server.handle_closed(h.now, ws);
+    h.drain();
+    let ws = h.ws();
+    let (_, _, _, recovered) =
+        h.connect_recoverable(ws, "{\"pid\":\"AAAAAAAAAAAAAAAAAAAA\",\"offset\":\"999\"}");
+    assert!(!recovered);
+    h.server.handle_closed(h.now, ws);
+    h.drain();
+    h.advance(Duration::from_secs(200));
+    let census = h.server.census();
+    assert_eq!(
+        (
+            census.sessions,
+            census.sockets,
+            census.kept_sessions,
+            census.logged_packets,
+            census.timers
+        ),
+        (0, 0, 0, 0, 0)
+    );
 }

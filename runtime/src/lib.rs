@@ -6,6 +6,7 @@
 //! No protocol rule lives here: the glue moves bytes and time between the network and the core.
 #![forbid(unsafe_code)]
 
+mod bundle;
 mod driver;
 mod engine;
 mod handshake;
@@ -22,6 +23,7 @@ use std::pin::Pin;
 use std::task::{Context, Poll};
 use std::time::Instant;
 
+pub use bundle::{DEFAULT_CLIENT_DIR, load_client_bundle};
 pub use driver::{App, Core, Limits};
 pub use engine::{EngineHandle, EngineHandler, EngineService, EngineSocket};
 pub use handshake::Handshake;
@@ -32,7 +34,9 @@ pub use sio_core::engine::Handshake as EngineHandshake;
 pub use sio_core::engine::{
     CloseReason, EngineConfig, Frame, Message, SessionId, Sid, Transport, Transports,
 };
-pub use sio_core::socket::{DisconnectReason, Payload, PayloadError, RecoveryConfig, ServerConfig};
+pub use sio_core::socket::{
+    ClientBundle, DisconnectReason, Payload, PayloadError, RecoveryConfig, ServerConfig,
+};
 pub use socketio::{
     AckError, AckSender, AckTimeout, Broadcast, BroadcastHandle, ConnectError, EmitError, IoRef,
     ListenerId, Namespace, SocketEmitter, SocketError, SocketHandle, SocketIo, SocketRef,

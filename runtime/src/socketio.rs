@@ -1329,7 +1329,13 @@ pub struct SocketIo {
 
 impl SocketIo {
     /// Starts the server's driver task on `runtime`.
-    pub fn start(runtime: Arc<dyn Runtime>, config: ServerConfig, limits: Limits) -> SocketIo {
+    ///
+    /// As in the reference, the browser client is served by default: when `config.serve_client` is
+    /// `None`, the bundle is read from [`crate::DEFAULT_CLIENT_DIR`] if it is there.
+    pub fn start(runtime: Arc<dyn Runtime>, mut config: ServerConfig, limits: Limits) -> SocketIo {
+        if config.serve_client.is_none() {
+            config.serve_client = crate::load_client_bundle(crate::DEFAULT_CLIENT_DIR).ok();
+        }
         let cell = Arc::new(OnceLock::new());
         let app = SioApp::new(config, runtime.clone(), cell.clone());
         let shared = crate::driver::spawn(runtime, app, limits);

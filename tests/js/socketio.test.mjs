@@ -184,6 +184,28 @@ describe("socket.io-client with examples/echo", () => {
     }
   });
 
+  it("serves the browser client from the installed socket.io-client package", async () => {
+    const { version } = JSON.parse(
+      await (await import("node:fs/promises")).readFile("node_modules/socket.io-client/package.json", "utf8"),
+    );
+    const res = await fetch(`${echo.url}/socket.io/socket.io.min.js`);
+    assert.equal(res.status, 200);
+    assert.equal(res.headers.get("content-type"), "application/javascript; charset=utf-8");
+    assert.equal(res.headers.get("etag"), `"${version}"`);
+    assert.equal(res.headers.get("cache-control"), "public, max-age=0");
+    const body = await res.text();
+    const file = await (await import("node:fs/promises")).readFile(
+      "node_modules/socket.io-client/dist/socket.io.min.js",
+      "utf8",
+    );
+    assert.equal(body, file);
+    const cached = await fetch(`${echo.url}/socket.io/socket.io.min.js`, { headers: { "if-none-match": `"${version}"` } });
+    assert.equal(cached.status, 304);
+    const map = await fetch(`${echo.url}/socket.io/socket.io.js.map`);
+    assert.equal(map.headers.get("content-type"), "application/json; charset=utf-8");
+    assert.equal((await fetch(`${echo.url}/socket.io/package.json`)).status, 400);
+  });
+
   it("a middleware refusal reaches the client with message and data", async () => {
     const refused = client(echo, "/secure", { auth: { token: "wrong" } });
     const [err] = await next(refused, "connect_error");

@@ -8,6 +8,7 @@
 //! A socket's `Disconnecting` event is drained while the socket is still in its rooms; it leaves them
 //! when the application polls the next event, which is its `Disconnect`.
 
+pub mod client_bundle;
 pub mod packet;
 pub mod payload;
 pub mod recovery;
@@ -22,6 +23,7 @@ use bytes::Bytes;
 use serde_json::{Map, Value};
 use slab::Slab;
 
+pub use self::client_bundle::ClientBundle;
 use self::packet::{Decoder, Packet};
 pub use self::packet::{PacketType, ParseError, RESERVED_EVENTS};
 pub use self::payload::{Payload, PayloadError};
@@ -44,6 +46,8 @@ pub struct ServerConfig {
     pub max_attachments: usize,
     /// Connection state recovery; off (`None`) by default, as in the reference.
     pub connection_state_recovery: Option<RecoveryConfig>,
+    /// The browser client served at `<path>socket.io.js` and the other names of the bundle.
+    pub serve_client: Option<ClientBundle>,
 }
 
 impl Default for ServerConfig {
@@ -53,6 +57,7 @@ impl Default for ServerConfig {
             connect_timeout: Duration::from_millis(45_000),
             max_attachments: 10,
             connection_state_recovery: None,
+            serve_client: None,
         }
     }
 }
@@ -367,6 +372,9 @@ pub struct Server {
     recovery: Option<Recovery>,
     /// When the recovery timer is armed.
     recovery_timer: Option<Instant>,
+    client_bundle: Option<ClientBundle>,
+    /// Responses of the Socket.IO layer itself (the client bundle).
+    transmits: VecDeque<Transmit>,
 }
 
 impl Server {
@@ -392,6 +400,8 @@ impl Server {
             events: VecDeque::new(),
             recovery: config.connection_state_recovery.map(Recovery::new),
             recovery_timer: None,
+            client_bundle: config.serve_client,
+            transmits: VecDeque::new(),
         };
         server.namespace("/");
         server
@@ -506,6 +516,19 @@ impl Server {
         head: &Parts,
         remote_addr: Option<SocketAddr>,
     ) {
+        if let Some(bundle) = &self.client_bundle {
+            let path = self.engine.config().path.as_str();
+            let response = head
+                .uri
+                .path()
+                .strip_prefix(path)
+                .and_then(|name| bundle.respond(name, &head.headers));
+            if let Some(response) = response {
+                self.transmits
+                    .push_back(Transmit::Response { request, response });
+                return;
+            }
+        }
         self.engine.handle_request(now, request, head, remote_addr);
         self.pump(now);
     }
@@ -595,7 +618,9 @@ impl Server {
 
     /// The next thing to send.
     pub fn poll_transmit(&mut self) -> Option<Transmit> {
-        self.engine.poll_transmit()
+        self.transmits
+            .pop_front()
+            .or_else(|| self.engine.poll_transmit())
     }
 
     /// The next event for the application.

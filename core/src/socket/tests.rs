@@ -1052,3 +1052,73 @@ fn no_recovery_after_the_window_nor_after_a_deliberate_disconnect() {
         (0, 0, 0, 0, 0)
     );
 }
+
+#[test]
+fn the_client_bundle_is_served_with_its_etag_and_nothing_else() {
+    let mut base = config();
+    base.serve_client = Some(ClientBundle::new(
+        "4.8.4",
+        [
+            ("socket.io.js".to_owned(), Bytes::from_static(b"js")),
+            ("socket.io.min.js.map".to_owned(), Bytes::from_static(b"{}")),
+            ("secret.txt".to_owned(), Bytes::from_static(b"no")),
+        ],
+    ));
+    let mut h = Harness::with(base);
+    let get = |h: &mut Harness, path: &str, etag: Option<&str>| {
+        h.next_request += 1;
+        let id = RequestId(h.next_request);
+        let mut builder = Request::get(path);
+        if let Some(etag) = etag {
+            builder = builder.header("if-none-match", etag);
+        }
+        let (head, ()) = builder.body(()).unwrap().into_parts();
+        h.server.handle_request(h.now, id, &head, None);
+        h.drain();
+        let i = h
+            .transmits
+            .iter()
+            .position(|t| matches!(t, Transmit::Response { request, .. } if *request == id))
+            .unwrap();
+        match h.transmits.remove(i) {
+            Transmit::Response { response, .. } => response,
+            _ => unreachable!(),
+        }
+    };
+    let js = get(&mut h, "/socket.io/socket.io.js", None);
+    assert_eq!(js.status(), 200);
+    assert_eq!(&js.body()[..], b"js");
+    assert_eq!(js.headers()["etag"], "\"4.8.4\"");
+    assert_eq!(js.headers()["cache-control"], "public, max-age=0");
+    assert_eq!(
+        js.headers()["content-type"],
+        "application/javascript; charset=utf-8"
+    );
+    let map = get(&mut h, "/socket.io/socket.io.min.js.map", None);
+    assert_eq!(
+        map.headers()["content-type"],
+        "application/json; charset=utf-8"
+    );
+    for etag in ["\"4.8.4\"", "W/\"4.8.4\""] {
+        let cached = get(&mut h, "/socket.io/socket.io.js", Some(etag));
+        assert_eq!(cached.status(), 304);
+        assert!(cached.body().is_empty());
+    }
+    assert_eq!(
+        get(&mut h, "/socket.io/socket.io.js", Some("\"old\"")).status(),
+        200
+    );
+    // Not in the allow-list, or not in the bundle: the engine answers as usual.
+    for path in [
+        "/socket.io/secret.txt",
+        "/socket.io/socket.io.min.js",
+        "/socket.io/../Cargo.toml",
+    ] {
+        let res = get(&mut h, path, None);
+        assert_eq!(res.status(), 400, "{path}");
+        assert_eq!(
+            &res.body()[..],
+            br#"{"code":0,"message":"Transport unknown"}"#
+        );
+    }
+}

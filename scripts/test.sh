@@ -13,6 +13,14 @@ cargo test --workspace --locked
 echo "== build the example servers"
 cargo build --workspace --bins --locked
 
+echo "== Chromium for the browser tests (Debian's package)"
+if [ ! -x "${CHROMIUM:-/usr/bin/chromium}" ]; then
+  sudo_cmd=""
+  if [ "$(id -u)" != "0" ]; then sudo_cmd="sudo"; fi
+  $sudo_cmd apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive $sudo_cmd apt-get install -y -qq chromium > /dev/null
+fi
+
 echo "== npm ci (tests/js)"
 (cd tests/js && npm ci --no-audit --no-fund --loglevel=error)
 echo "== end-to-end tests with the official clients"

@@ -123,6 +123,8 @@ pub trait App: Send + 'static {
     fn core(&mut self) -> &mut Self::Core;
     /// The largest WebSocket message accepted.
     fn max_message_size(&self) -> usize;
+    /// The path the core serves.
+    fn path(&self) -> String;
     /// Handles one event of the core.
     fn handle_event(&mut self, now: Instant, event: <Self::Core as Core>::Event);
 }
@@ -208,12 +210,18 @@ enum Slot {
     Ws(Sender<WsOut>),
 }
 
+/// Answers the HTTP requests that are not for the server's path (a page, an API of the app).
+pub type Fallback = Arc<dyn Fn(&Parts, Bytes) -> http::Response<Bytes> + Send + Sync>;
+
 /// The shared handle to a running driver.
 pub(crate) struct Shared<A: App> {
     pub runtime: Arc<dyn Runtime>,
     pub commands: Sender<Command<A>>,
     pub limits: Limits,
     pub max_message_size: usize,
+    /// The path the core serves; other requests go to the fallback.
+    pub path: String,
+    pub fallback: std::sync::OnceLock<Fallback>,
     next_request: AtomicU64,
 }
 
@@ -247,6 +255,8 @@ pub(crate) fn channel<A: App>(
         runtime,
         commands: tx,
         max_message_size: app.max_message_size(),
+        path: app.path(),
+        fallback: std::sync::OnceLock::new(),
         limits,
         next_request: AtomicU64::new(1),
     });

@@ -85,6 +85,10 @@ impl App for EngineApp {
         self.engine.config().max_http_buffer_size
     }
 
+    fn path(&self) -> String {
+        self.engine.config().path.clone()
+    }
+
     fn handle_event(&mut self, now: Instant, event: EngineEvent) {
         let engine = &mut self.engine;
         match event {

@@ -72,6 +72,15 @@ async fn handle<A: App>(
 ) -> Result<Response<Full<Bytes>>, Aborted> {
     let on_upgrade = hyper::upgrade::on(&mut req);
     let (head, body) = req.into_parts();
+    if let Some(fallback) = shared.fallback.get() {
+        if !head.uri.path().starts_with(&shared.path) {
+            let limit = shared.max_message_size;
+            let Ok(body) = Limited::new(body, limit).collect().await else {
+                return Ok(status(StatusCode::PAYLOAD_TOO_LARGE));
+            };
+            return Ok(fallback(&head, body.to_bytes()).map(Full::new));
+        }
+    }
     let key = head.headers.get(SEC_WEBSOCKET_KEY).cloned();
     let id = shared.next_request_id();
     let (reply, outcome) = async_channel::bounded(1);

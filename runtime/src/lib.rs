@@ -24,7 +24,7 @@ use std::task::{Context, Poll};
 use std::time::Instant;
 
 pub use bundle::{DEFAULT_CLIENT_DIR, load_client_bundle};
-pub use driver::{App, Core, Limits};
+pub use driver::{App, Core, Fallback, Limits};
 pub use engine::{EngineHandle, EngineHandler, EngineService, EngineSocket};
 pub use handshake::Handshake;
 pub use io::Compat;

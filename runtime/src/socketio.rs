@@ -262,6 +262,10 @@ impl App for SioApp {
         self.server.engine().config().max_http_buffer_size
     }
 
+    fn path(&self) -> String {
+        self.server.engine().config().path.clone()
+    }
+
     fn handle_event(&mut self, now: Instant, event: Event) {
         let mut io = IoRef {
             server: &mut self.server,
@@ -1436,6 +1440,18 @@ impl SocketIo {
         I: hyper::rt::Read + hyper::rt::Write + Send + Unpin + 'static,
     {
         crate::http::serve_connection(self.shared.clone(), io, remote).await
+    }
+
+    /// Answers every HTTP request outside the server's path (by default they get 404): the
+    /// application's page, say. Set it once, before serving.
+    pub fn fallback<F>(&self, handler: F)
+    where
+        F: Fn(&http::request::Parts, bytes::Bytes) -> http::Response<bytes::Bytes>
+            + Send
+            + Sync
+            + 'static,
+    {
+        let _ = self.shared.fallback.set(Arc::new(handler));
     }
 
     /// Serves every connection `listener` accepts; runs until the task is dropped.

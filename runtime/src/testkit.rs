@@ -75,6 +75,7 @@ struct Client {
     request: Option<RequestId>,
     decoder: Option<Decoder>,
     sids: HashMap<String, String>,
+    pids: HashMap<String, String>,
     refusals: HashMap<String, Value>,
     received: Vec<Received>,
     acks: HashMap<u64, Payload>,
@@ -211,6 +212,12 @@ impl TestKit {
     /// The socket id the server gave the client in `nsp`.
     pub fn sid(&self, client: ClientId, nsp: &str) -> Option<&str> {
         self.clients[client.0].sids.get(nsp).map(String::as_str)
+    }
+
+    /// The private session id the server gave the client in `nsp` (with connection state
+    /// recovery), to send back in `auth` with the last offset when reconnecting.
+    pub fn pid(&self, client: ClientId, nsp: &str) -> Option<&str> {
+        self.clients[client.0].pids.get(nsp).map(String::as_str)
     }
 
     /// Emits `event` from the client on the main namespace.
@@ -456,6 +463,14 @@ impl TestKit {
         };
         match packet.kind {
             PacketType::Connect => {
+                if let Some(pid) = packet
+                    .data
+                    .as_ref()
+                    .and_then(|d| d.get("pid"))
+                    .and_then(Value::as_str)
+                {
+                    client.pids.insert(packet.nsp.clone(), pid.to_owned());
+                }
                 let sid = packet
                     .data
                     .as_ref()

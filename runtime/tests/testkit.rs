@@ -145,3 +145,46 @@ fn disconnect_reasons() {
         ]
     );
 }
+
+#[test]
+fn recovered_sockets_get_their_id_rooms_and_data_back() {
+    let config = ServerConfig {
+        connection_state_recovery: Some(sio_runtime::RecoveryConfig::default()),
+        ..ServerConfig::default()
+    };
+    let mut kit = TestKit::new(config);
+    kit.io().on_connection(|socket| {
+        if !socket.recovered() {
+            socket.set_data(7u32);
+            socket.join("room");
+        }
+        let state = (
+            socket.recovered(),
+            socket.data::<u32>().copied(),
+            socket.rooms().len(),
+        );
+        let _ = socket.emit("state", &state);
+        socket.on("ping", |socket, ()| {
+            let _ = socket.emit("pong", &());
+        });
+    });
+    let a = kit.connect("/", json!({})).unwrap();
+    let first = kit.received(a);
+    assert_eq!(first[0].event, "state");
+    // The offset comes last in every logged event.
+    assert_eq!(first[0].args.args[..3], [json!(false), json!(7), json!(2)]);
+    let (sid, pid) = (
+        kit.sid(a, "/").unwrap().to_owned(),
+        kit.pid(a, "/").unwrap().to_owned(),
+    );
+    kit.emit(a, "ping", &());
+    let pong = kit.received(a).remove(0);
+    let offset = pong.args.args.last().cloned().unwrap();
+    kit.drop_connection(a);
+    let b = kit
+        .connect("/", json!({ "pid": pid, "offset": offset }))
+        .unwrap();
+    assert_eq!(kit.sid(b, "/"), Some(sid.as_str()));
+    let state = kit.received(b).remove(0);
+    assert_eq!(state.args.args[..3], [json!(true), json!(7), json!(2)]);
+}

@@ -63,9 +63,11 @@ export async function startServer(name, env = {}) {
     wsUrl: `ws://${address}`,
     process: child,
     async stop() {
-      if (child.exitCode === null) {
+      // A process killed by a signal keeps `exitCode` null: check both.
+      if (child.exitCode === null && child.signalCode === null) {
+        const exited = once(child, "exit");
         child.kill("SIGKILL");
-        await once(child, "exit");
+        await exited;
       }
     },
   };

@@ -18,12 +18,10 @@
 //! ```
 #![forbid(unsafe_code)]
 
-use std::future::Future;
 use std::io;
 use std::net::SocketAddr;
 use std::pin::Pin;
 use std::sync::Arc;
-use std::task::{Context, Poll};
 use std::time::Instant;
 
 pub use sio_runtime::*;
@@ -53,30 +51,11 @@ impl Runtime for SmolRuntime {
     }
 
     fn new_timer(&self, deadline: Instant) -> Pin<Box<dyn Timer>> {
-        Box::pin(AsyncIoTimer {
-            timer: async_io::Timer::at(deadline),
-        })
+        Box::pin(AsyncIoTimer::at(deadline))
     }
 
     fn now(&self) -> Instant {
         Instant::now()
-    }
-}
-
-pin_project_lite::pin_project! {
-    struct AsyncIoTimer {
-        #[pin]
-        timer: async_io::Timer,
-    }
-}
-
-impl Timer for AsyncIoTimer {
-    fn reset(self: Pin<&mut Self>, deadline: Instant) {
-        self.project().timer.set_at(deadline)
-    }
-
-    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<()> {
-        self.project().timer.poll(cx).map(|_| ())
     }
 }
 

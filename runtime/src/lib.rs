@@ -66,6 +66,33 @@ pub trait Timer: Send + Sync + 'static {
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<()>;
 }
 
+/// The async-io reactor's timer as a [`Timer`] (smol, async-std).
+#[cfg(feature = "async-io")]
+pub struct AsyncIoTimer {
+    timer: async_io::Timer,
+}
+
+#[cfg(feature = "async-io")]
+impl AsyncIoTimer {
+    /// A timer firing at `deadline`.
+    pub fn at(deadline: Instant) -> AsyncIoTimer {
+        AsyncIoTimer {
+            timer: async_io::Timer::at(deadline),
+        }
+    }
+}
+
+#[cfg(feature = "async-io")]
+impl Timer for AsyncIoTimer {
+    fn reset(mut self: Pin<&mut Self>, deadline: Instant) {
+        self.timer.set_at(deadline)
+    }
+
+    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<()> {
+        Pin::new(&mut self.timer).poll(cx).map(|_| ())
+    }
+}
+
 /// Adapts a [`Timer`] to `hyper::rt::Sleep`.
 struct HyperSleep(Pin<Box<dyn Timer>>);
 

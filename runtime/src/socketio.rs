@@ -869,16 +869,39 @@ impl<'a> SocketRef<'a> {
         ListenerId(self.io.state.next_listener)
     }
 
+    /// Adds a catch-all listener, incoming or outgoing, last or first.
+    fn add_listener(&mut self, outgoing: bool, first: bool, listener: AnyHandler) -> ListenerId {
+        let id = self.next_listener();
+        if let Some(entry) = self.entry_mut() {
+            let list = if outgoing {
+                &mut entry.any_outgoing
+            } else {
+                &mut entry.any
+            };
+            let at = if first { 0 } else { list.len() };
+            list.insert(at, (id, listener));
+        }
+        id
+    }
+
+    /// Removes one catch-all listener, or all of them with `None`.
+    fn remove_listener(&mut self, outgoing: bool, id: Option<ListenerId>) {
+        if let Some(entry) = self.entry_mut() {
+            let list = if outgoing {
+                &mut entry.any_outgoing
+            } else {
+                &mut entry.any
+            };
+            list.retain(|(l, _)| id.is_some_and(|id| id != *l));
+        }
+    }
+
     /// Listens to every incoming event (before the packet middlewares, as in the reference).
     pub fn on_any<F>(&mut self, listener: F) -> ListenerId
     where
         F: Fn(&mut SocketRef<'_>, &str, &Payload) + Send + Sync + 'static,
     {
-        let id = self.next_listener();
-        if let Some(entry) = self.entry_mut() {
-            entry.any.push((id, Arc::new(listener)));
-        }
-        id
+        self.add_listener(false, false, Arc::new(listener))
     }
 
     /// Like [`SocketRef::on_any`], called before the others.
@@ -886,18 +909,12 @@ impl<'a> SocketRef<'a> {
     where
         F: Fn(&mut SocketRef<'_>, &str, &Payload) + Send + Sync + 'static,
     {
-        let id = self.next_listener();
-        if let Some(entry) = self.entry_mut() {
-            entry.any.insert(0, (id, Arc::new(listener)));
-        }
-        id
+        self.add_listener(false, true, Arc::new(listener))
     }
 
     /// Removes one catch-all listener, or all of them with `None`.
     pub fn off_any(&mut self, id: Option<ListenerId>) {
-        if let Some(entry) = self.entry_mut() {
-            entry.any.retain(|(l, _)| id.is_some_and(|id| id != *l));
-        }
+        self.remove_listener(false, id)
     }
 
     /// Listens to every outgoing event of this socket, broadcasts included.
@@ -905,11 +922,7 @@ impl<'a> SocketRef<'a> {
     where
         F: Fn(&mut SocketRef<'_>, &str, &Payload) + Send + Sync + 'static,
     {
-        let id = self.next_listener();
-        if let Some(entry) = self.entry_mut() {
-            entry.any_outgoing.push((id, Arc::new(listener)));
-        }
-        id
+        self.add_listener(true, false, Arc::new(listener))
     }
 
     /// Like [`SocketRef::on_any_outgoing`], called before the others.
@@ -917,20 +930,12 @@ impl<'a> SocketRef<'a> {
     where
         F: Fn(&mut SocketRef<'_>, &str, &Payload) + Send + Sync + 'static,
     {
-        let id = self.next_listener();
-        if let Some(entry) = self.entry_mut() {
-            entry.any_outgoing.insert(0, (id, Arc::new(listener)));
-        }
-        id
+        self.add_listener(true, true, Arc::new(listener))
     }
 
     /// Removes one outgoing catch-all listener, or all of them with `None`.
     pub fn off_any_outgoing(&mut self, id: Option<ListenerId>) {
-        if let Some(entry) = self.entry_mut() {
-            entry
-                .any_outgoing
-                .retain(|(l, _)| id.is_some_and(|id| id != *l));
-        }
+        self.remove_listener(true, id)
     }
 
     /// A packet middleware (`socket.use` in the reference): runs for each incoming event before its

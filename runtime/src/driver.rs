@@ -222,6 +222,8 @@ pub(crate) struct Shared<A: App> {
     /// The path the core serves; other requests go to the fallback.
     pub path: String,
     pub fallback: std::sync::OnceLock<Fallback>,
+    /// Closed when the server shuts down: accept loops stop.
+    pub shutdown: (Sender<()>, Receiver<()>),
     next_request: AtomicU64,
 }
 
@@ -257,6 +259,7 @@ pub(crate) fn channel<A: App>(
         max_message_size: app.max_message_size(),
         path: app.path(),
         fallback: std::sync::OnceLock::new(),
+        shutdown: async_channel::bounded(1),
         limits,
         next_request: AtomicU64::new(1),
     });

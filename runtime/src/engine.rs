@@ -173,10 +173,16 @@ impl EngineService {
     /// Serves every connection `listener` accepts; runs until the task is dropped.
     pub async fn serve_listener<L: crate::Listener>(&self, listener: L) {
         let service = self.clone();
-        crate::listener::accept_loop(&self.shared.runtime, listener, move |stream, peer| {
-            let service = service.clone();
-            async move { service.serve_connection(stream, Some(peer)).await }
-        })
+        let shutdown = &self.shared.shutdown.1;
+        crate::listener::accept_loop(
+            &self.shared.runtime,
+            listener,
+            shutdown,
+            move |stream, peer| {
+                let service = service.clone();
+                async move { service.serve_connection(stream, Some(peer)).await }
+            },
+        )
         .await
     }
 
@@ -203,6 +209,15 @@ impl EngineHandle {
             return Err(SendError::UnknownSession);
         }
         rx.recv().await.unwrap_or(Err(SendError::UnknownSession))
+    }
+
+    /// Closes every session at once and stops accepting connections.
+    pub async fn shutdown(&self) {
+        let command = Command::App(Box::new(|app: &mut EngineApp, now| {
+            app.engine.close_all(now)
+        }));
+        let _ = self.shared.commands.send(command).await;
+        self.shared.shutdown.0.close();
     }
 
     /// Closes a session (`forced close`).

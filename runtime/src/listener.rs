@@ -18,20 +18,30 @@ pub trait Listener: Send + 'static {
     fn accept(&mut self) -> impl Future<Output = io::Result<(Self::Io, SocketAddr)>> + Send;
 }
 
-/// Accepts connections forever and serves each on its own task with `serve`.
+/// Accepts connections and serves each on its own task with `serve`, until `shutdown` closes.
 ///
 /// An accept error (too many open files, a connection reset before it was accepted) does not stop
 /// the server: it waits a moment and goes on.
-pub(crate) async fn accept_loop<L, F, Fut>(runtime: &Arc<dyn Runtime>, mut listener: L, serve: F)
-where
+pub(crate) async fn accept_loop<L, F, Fut>(
+    runtime: &Arc<dyn Runtime>,
+    mut listener: L,
+    shutdown: &async_channel::Receiver<()>,
+    serve: F,
+) where
     L: Listener,
     F: Fn(L::Io, SocketAddr) -> Fut,
     Fut: Future<Output = ()> + Send + 'static,
 {
     loop {
-        match listener.accept().await {
-            Ok((io, peer)) => runtime.spawn(Box::pin(serve(io, peer))),
-            Err(_) => {
+        let accepted = future::or(async { Some(listener.accept().await) }, async {
+            let _ = shutdown.recv().await;
+            None
+        })
+        .await;
+        match accepted {
+            None => return,
+            Some(Ok((io, peer))) => runtime.spawn(Box::pin(serve(io, peer))),
+            Some(Err(_)) => {
                 let mut timer = runtime.new_timer(runtime.now() + Duration::from_millis(50));
                 future::poll_fn(|cx| timer.as_mut().poll(cx)).await;
             }

@@ -1434,9 +1434,11 @@ impl SocketIo {
         self.with(|io| io.client_count()).await.unwrap_or(0)
     }
 
-    /// Shuts down: every socket disconnects with `server shutting down`.
+    /// Shuts down: every socket disconnects with `server shutting down`, every connection is closed
+    /// (parked polls answered), and `serve` stops accepting and returns.
     pub async fn close(&self) {
         self.with(|io| io.close()).await;
+        self.shared.shutdown.0.close();
     }
 
     /// Serves one accepted connection (HTTP/1.1 with WebSocket upgrades) until it closes.
@@ -1462,10 +1464,16 @@ impl SocketIo {
     /// Serves every connection `listener` accepts; runs until the task is dropped.
     pub async fn serve_listener<L: Listener>(&self, listener: L) {
         let io = self.clone();
-        crate::listener::accept_loop(&self.shared.runtime, listener, move |stream, peer| {
-            let io = io.clone();
-            async move { io.serve_connection(stream, Some(peer)).await }
-        })
+        let shutdown = &self.shared.shutdown.1;
+        crate::listener::accept_loop(
+            &self.shared.runtime,
+            listener,
+            shutdown,
+            move |stream, peer| {
+                let io = io.clone();
+                async move { io.serve_connection(stream, Some(peer)).await }
+            },
+        )
         .await
     }
 

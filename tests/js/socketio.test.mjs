@@ -206,6 +206,27 @@ describe("socket.io-client with examples/echo", () => {
     assert.equal((await fetch(`${echo.url}/socket.io/package.json`)).status, 400);
   });
 
+  it("a graceful shutdown closes every client and the process exits with status 0", async () => {
+    const server = await startServer("echo");
+    const ws = client(server, "/", { transports: ["websocket"] });
+    const polling = client(server, "/", { transports: ["polling"] });
+    await Promise.all([next(ws, "connect"), next(polling, "connect")]);
+    const ids = [ws.id, polling.id];
+    const closed = [next(ws, "disconnect"), next(polling, "disconnect")];
+    const exited = new Promise((resolve) => server.process.once("exit", (code) => resolve(code)));
+    server.process.kill("SIGTERM");
+    const [[wsReason], [pollingReason]] = await Promise.all(closed);
+    assert.equal(wsReason, "transport close");
+    // A parked poll is answered with `close` (transport close); a poll still on its way when the
+    // session closed gets 400 instead (transport error), as with the reference.
+    assert.ok(["transport close", "transport error"].includes(pollingReason), pollingReason);
+    assert.equal(await exited, 0);
+    for (const id of ids) {
+      await server.waitForLine(new RegExp(`^${id} disconnected: server shutting down$`));
+    }
+    await server.waitForLine(/^shut down$/);
+  });
+
   it("a middleware refusal reaches the client with message and data", async () => {
     const refused = client(echo, "/secure", { auth: { token: "wrong" } });
     const [err] = await next(refused, "connect_error");

@@ -384,6 +384,23 @@ impl Engine {
         }
     }
 
+    /// Closes every session at once (`forced close`), as the reference's `engine.close()`: a parked
+    /// poll gets the `close` packet, a WebSocket is closed, nothing waits for the next poll.
+    pub fn close_all(&mut self, now: Instant) {
+        let _ = now;
+        let sessions: Vec<SessionId> = self
+            .sessions
+            .iter()
+            .map(|(index, s)| SessionId {
+                index: index as u32,
+                generation: s.generation,
+            })
+            .collect();
+        for session in sessions {
+            self.close_session(session, CloseReason::ForcedClose, "", false);
+        }
+    }
+
     /// An HTTP request arrived (its body, for a POST, is asked for with [`Transmit::ReadBody`]).
     pub fn handle_request(
         &mut self,

@@ -915,3 +915,28 @@ proptest! {
         prop_assert!(!h.engine.requests.values().any(|r| matches!(r, Role::Poll(_) | Role::Post(_) | Role::WebSocket(_) | Role::WsUpgrade(_))));
     }
 }
+
+#[test]
+fn close_all_answers_parked_polls_and_closes_websockets_at_once() {
+    let mut h = Harness::new();
+    let (polling, sid) = h.handshake();
+    let get = h.poll(&sid);
+    let (idle, _) = h.handshake();
+    let ws = h.ws("/engine.io/?EIO=4&transport=websocket");
+    h.engine.close_all(h.now);
+    h.drain();
+    assert_eq!(h.body(get), "1");
+    assert!(h.frames(ws).1);
+    let closes = h.closes();
+    assert_eq!(closes.len(), 3);
+    assert!(
+        closes
+            .iter()
+            .all(|(_, reason, _)| *reason == CloseReason::ForcedClose)
+    );
+    assert!(
+        closes.iter().any(|(s, _, _)| *s == polling) && closes.iter().any(|(s, _, _)| *s == idle)
+    );
+    assert_eq!(h.engine.session_count(), 0);
+    assert_eq!(h.engine.poll_timeout(), None);
+}

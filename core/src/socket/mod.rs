@@ -917,8 +917,8 @@ impl Server {
         Ok(())
     }
 
-    /// Shuts down: every socket disconnects with `server shutting down` and every connection is
-    /// closed.
+    /// Shuts down: every socket disconnects with `server shutting down`, then every connection is
+    /// closed at once (parked polls are answered with `close`).
     pub fn close(&mut self, now: Instant) {
         let sessions: Vec<SessionId> = {
             let mut s: Vec<SessionId> = self.clients.keys().copied().collect();
@@ -926,8 +926,12 @@ impl Server {
             s
         };
         for session in sessions {
-            self.close_client(now, session, DisconnectReason::ServerShuttingDown);
+            if let Some(client) = self.clients.get_mut(&session) {
+                client.closing = true;
+            }
+            self.drop_sockets(now, session, DisconnectReason::ServerShuttingDown);
         }
+        self.engine.close_all(now);
         self.pump(now);
     }
 

@@ -7,7 +7,8 @@
 //! - `/secure` lets in only clients whose auth payload holds `token: "secret"`; the others get
 //!   `connect_error` with a message and data.
 //!
-//! Listens on 127.0.0.1 at `PORT` (default 3000; `0` picks a free port) and prints the address.
+//! Listens on 127.0.0.1 at `PORT` (default 3000; `0` picks a free port) and prints the address. On
+//! SIGTERM or Ctrl-C it shuts down gracefully and exits with status 0.
 
 use std::time::Duration;
 
@@ -137,7 +138,27 @@ async fn main() -> std::io::Result<()> {
             let _ = socket.emit("welcome", &socket.id().to_owned());
         });
 
+    // Graceful shutdown on SIGTERM or Ctrl-C: every socket disconnects with `server shutting down`,
+    // parked polls are answered, and `serve` returns.
+    let closer = io.clone();
+    tokio::spawn(async move {
+        shutdown_signal().await;
+        closer.close().await;
+    });
     let listener = TcpListener::bind(("127.0.0.1", port)).await?;
     println!("listening on {}", listener.local_addr()?);
-    io.serve(listener).await
+    io.serve(listener).await?;
+    // Give the last packets (the close of each connection) a moment to be written.
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    println!("shut down");
+    Ok(())
+}
+
+async fn shutdown_signal() {
+    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+        .expect("a SIGTERM handler");
+    tokio::select! {
+        _ = term.recv() => {}
+        _ = tokio::signal::ctrl_c() => {}
+    }
 }

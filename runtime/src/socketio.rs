@@ -639,6 +639,29 @@ impl Operator {
         Ok(())
     }
 
+    fn fetch(&self, io: &mut IoRef<'_>) -> Result<Vec<FetchedSocket>, EmitError> {
+        let target = self.target(io.server)?;
+        let shared = io.shared();
+        let sockets = io.server.recipients_of(&target)?;
+        Ok(sockets
+            .into_iter()
+            .filter_map(|socket| {
+                let entry = io.state.sockets.get(&socket)?;
+                Some(FetchedSocket {
+                    id: entry.sid.clone(),
+                    nsp: entry.nsp.clone(),
+                    rooms: io.server.rooms(socket).map(str::to_owned).collect(),
+                    handshake: entry.handshake.clone(),
+                    handle: shared.clone().map(|shared| SocketHandle {
+                        shared,
+                        socket,
+                        id: entry.sid.as_str().into(),
+                    }),
+                })
+            })
+            .collect())
+    }
+
     fn emit_with_ack(
         &self,
         io: &mut IoRef<'_>,
@@ -716,6 +739,34 @@ impl Broadcast<'_> {
     pub fn emit<T: Serialize + ?Sized>(mut self, event: &str, args: &T) -> Result<(), EmitError> {
         let payload = Payload::from_args(args)?;
         self.op.emit(&mut self.io, event, &payload)
+    }
+
+    /// The sockets this broadcast reaches (`fetchSockets` in the reference).
+    pub fn fetch_sockets(mut self) -> Result<Vec<FetchedSocket>, EmitError> {
+        self.op.fetch(&mut self.io)
+    }
+
+    /// Adds the sockets this broadcast reaches to `room` (`socketsJoin`).
+    pub fn sockets_join(self, room: &str) -> Result<(), EmitError> {
+        let target = self.op.target(self.io.server)?;
+        self.io.server.sockets_join(&target, &[room.to_owned()])?;
+        Ok(())
+    }
+
+    /// Removes the sockets this broadcast reaches from `room` (`socketsLeave`).
+    pub fn sockets_leave(self, room: &str) -> Result<(), EmitError> {
+        let target = self.op.target(self.io.server)?;
+        self.io.server.sockets_leave(&target, &[room.to_owned()])?;
+        Ok(())
+    }
+
+    /// Disconnects the sockets this broadcast reaches; with `close`, their connections too
+    /// (`disconnectSockets`).
+    pub fn disconnect_sockets(self, close: bool) -> Result<(), EmitError> {
+        let target = self.op.target(self.io.server)?;
+        let now = self.io.now;
+        self.io.server.disconnect_sockets(now, &target, close)?;
+        Ok(())
     }
 
     /// Emits and collects one answer per recipient; `callback` runs once, with every answer or
@@ -1116,6 +1167,38 @@ impl<'a> SocketRef<'a> {
             socket: self.socket,
             id: self.id().into(),
         })
+    }
+}
+
+/// A socket found by `fetch_sockets`: what it is, and a handle to act on it.
+#[derive(Clone)]
+pub struct FetchedSocket {
+    /// The socket's public id.
+    pub id: String,
+    /// Its namespace.
+    pub nsp: String,
+    /// Its rooms, its own id among them.
+    pub rooms: Vec<String>,
+    /// Its handshake.
+    pub handshake: Arc<Handshake>,
+    handle: Option<SocketHandle>,
+}
+
+impl std::fmt::Debug for FetchedSocket {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("FetchedSocket")
+            .field("id", &self.id)
+            .field("nsp", &self.nsp)
+            .field("rooms", &self.rooms)
+            .finish()
+    }
+}
+
+impl FetchedSocket {
+    /// A handle to emit to it, ask it with an ack, make it join or leave rooms, or disconnect it,
+    /// from any task.
+    pub fn handle(&self) -> Option<&SocketHandle> {
+        self.handle.as_ref()
     }
 }
 
@@ -1601,6 +1684,50 @@ impl BroadcastHandle {
         on_driver(&self.shared, move |io| op.emit(io, &event, &payload))
             .await
             .unwrap_or(Err(EmitError::Closed))
+    }
+
+    /// The sockets this broadcast reaches (`fetchSockets` in the reference).
+    pub async fn fetch_sockets(self) -> Result<Vec<FetchedSocket>, EmitError> {
+        let op = self.op;
+        on_driver(&self.shared, move |io| op.fetch(io))
+            .await
+            .unwrap_or(Err(EmitError::Closed))
+    }
+
+    /// Adds the sockets this broadcast reaches to `room` (`socketsJoin`).
+    pub async fn sockets_join(self, room: &str) -> Result<(), EmitError> {
+        let (op, room) = (self.op, room.to_owned());
+        on_driver(&self.shared, move |io| {
+            let target = op.target(io.server)?;
+            io.server.sockets_join(&target, &[room])?;
+            Ok(())
+        })
+        .await
+        .unwrap_or(Err(EmitError::Closed))
+    }
+
+    /// Removes the sockets this broadcast reaches from `room` (`socketsLeave`).
+    pub async fn sockets_leave(self, room: &str) -> Result<(), EmitError> {
+        let (op, room) = (self.op, room.to_owned());
+        on_driver(&self.shared, move |io| {
+            let target = op.target(io.server)?;
+            io.server.sockets_leave(&target, &[room])?;
+            Ok(())
+        })
+        .await
+        .unwrap_or(Err(EmitError::Closed))
+    }
+
+    /// Disconnects the sockets this broadcast reaches; with `close`, their connections too.
+    pub async fn disconnect_sockets(self, close: bool) -> Result<(), EmitError> {
+        let op = self.op;
+        on_driver(&self.shared, move |io| {
+            let target = op.target(io.server)?;
+            io.server.disconnect_sockets(io.now, &target, close)?;
+            Ok(())
+        })
+        .await
+        .unwrap_or(Err(EmitError::Closed))
     }
 
     /// Emits and collects one answer per recipient (a timeout is required).

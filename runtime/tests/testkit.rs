@@ -188,3 +188,61 @@ fn recovered_sockets_get_their_id_rooms_and_data_back() {
     let state = kit.received(b).remove(0);
     assert_eq!(state.args.args[..3], [json!(true), json!(7), json!(2)]);
 }
+
+#[test]
+fn utility_methods_act_on_every_socket_a_broadcast_reaches() {
+    let mut kit = TestKit::new(ServerConfig::default());
+    kit.io().on_connection(|socket| {
+        socket.on("join", |socket, room: String| {
+            socket.join(&room);
+            let _ = socket.ack(&());
+        });
+        socket.on("fetch", |socket, room: String| {
+            let mut ids: Vec<String> = socket
+                .io()
+                .to(room)
+                .fetch_sockets()
+                .unwrap()
+                .into_iter()
+                .map(|f| f.id)
+                .collect();
+            ids.sort();
+            let _ = socket.ack(&ids);
+        });
+        socket.on("move", |socket, (from, to): (String, String)| {
+            let _ = socket.io().to(from.clone()).sockets_join(&to);
+            let _ = socket.io().to(from.clone()).sockets_leave(&from);
+            let _ = socket.ack(&());
+        });
+        socket.on("kick", |socket, room: String| {
+            let _ = socket.io().to(room).disconnect_sockets(false);
+        });
+    });
+    let clients: Vec<_> = (0..3)
+        .map(|_| kit.connect("/", json!({})).unwrap())
+        .collect();
+    let mut ids: Vec<String> = clients
+        .iter()
+        .map(|c| kit.sid(*c, "/").unwrap().to_owned())
+        .collect();
+    for client in &clients[..2] {
+        kit.emit_with_ack(*client, "join", &"a").unwrap();
+    }
+    ids.truncate(2);
+    ids.sort();
+    let fetched = kit.emit_with_ack(clients[2], "fetch", &"a").unwrap();
+    assert_eq!(fetched.args, vec![json!(ids)]);
+    kit.emit_with_ack(clients[2], "move", &("a", "b")).unwrap();
+    assert_eq!(
+        kit.emit_with_ack(clients[2], "fetch", &"a").unwrap().args,
+        vec![json!([])]
+    );
+    assert_eq!(
+        kit.emit_with_ack(clients[2], "fetch", &"b").unwrap().args,
+        vec![json!(ids)]
+    );
+    kit.emit(clients[2], "kick", &"b");
+    assert_eq!(kit.sid(clients[0], "/"), None, "disconnected by the server");
+    assert_eq!(kit.sid(clients[1], "/"), None);
+    assert!(kit.sid(clients[2], "/").is_some());
+}

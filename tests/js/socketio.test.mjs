@@ -206,6 +206,21 @@ describe("socket.io-client with examples/echo", () => {
     assert.equal((await fetch(`${echo.url}/socket.io/package.json`)).status, 400);
   });
 
+  it("fetch_sockets and disconnect_sockets act on every socket of a room", async () => {
+    const [a, b, c] = [0, 1, 2].map(() => client(echo, "/", { transports: ["websocket"] }));
+    await Promise.all([a, b, c].map((s) => next(s, "connect")));
+    await a.timeout(2000).emitWithAck("join", "kick-me");
+    await b.timeout(2000).emitWithAck("join", "kick-me");
+    const ids = await c.timeout(2000).emitWithAck("fetch", "kick-me");
+    assert.deepEqual(ids, [a.id, b.id].sort());
+    const gone = [next(a, "disconnect"), next(b, "disconnect")];
+    c.emit("kick", "kick-me");
+    for (const [reason] of await Promise.all(gone)) assert.equal(reason, "io server disconnect");
+    assert.deepEqual(await c.timeout(2000).emitWithAck("fetch", "kick-me"), []);
+    assert.equal(c.connected, true);
+    c.disconnect();
+  });
+
   it("a graceful shutdown closes every client and the process exits with status 0", async () => {
     const server = await startServer("echo");
     const ws = client(server, "/", { transports: ["websocket"] });

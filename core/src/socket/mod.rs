@@ -917,6 +917,40 @@ impl Server {
         Ok(())
     }
 
+    /// Adds every socket `target` reaches to `rooms` (`socketsJoin` in the reference).
+    pub fn sockets_join(&mut self, target: &Target, rooms: &[String]) -> Result<(), CommandError> {
+        for socket in self.recipients_of(target)? {
+            for room in rooms {
+                self.join(socket, room);
+            }
+        }
+        Ok(())
+    }
+
+    /// Removes every socket `target` reaches from `rooms` (`socketsLeave` in the reference).
+    pub fn sockets_leave(&mut self, target: &Target, rooms: &[String]) -> Result<(), CommandError> {
+        for socket in self.recipients_of(target)? {
+            for room in rooms {
+                self.leave(socket, room);
+            }
+        }
+        Ok(())
+    }
+
+    /// Disconnects every socket `target` reaches (`disconnectSockets` in the reference); with
+    /// `close`, their connections too.
+    pub fn disconnect_sockets(
+        &mut self,
+        now: Instant,
+        target: &Target,
+        close: bool,
+    ) -> Result<(), CommandError> {
+        for socket in self.recipients_of(target)? {
+            let _ = self.disconnect(now, socket, close);
+        }
+        Ok(())
+    }
+
     /// Shuts down: every socket disconnects with `server shutting down`, then every connection is
     /// closed at once (parked polls are answered with `close`).
     pub fn close(&mut self, now: Instant) {

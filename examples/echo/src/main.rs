@@ -71,6 +71,18 @@ async fn main() -> std::io::Result<()> {
         socket.on("disconnect-me", |socket, close: bool| {
             socket.disconnect(close)
         });
+        // The ids of the sockets in a room, and disconnecting all of them.
+        socket.on("fetch", |socket, room: String| {
+            let mut ids: Vec<String> = match socket.io().to(room).fetch_sockets() {
+                Ok(sockets) => sockets.into_iter().map(|s| s.id).collect(),
+                Err(_) => Vec::new(),
+            };
+            ids.sort();
+            let _ = socket.ack(&ids);
+        });
+        socket.on("kick", |socket, room: String| {
+            let _ = socket.io().to(room).disconnect_sockets(false);
+        });
         // Ask every socket of the namespace (this one included) and report how many answered.
         socket.on("poll-all", |socket, timeout_ms: u64| {
             let id = socket.id().to_owned();

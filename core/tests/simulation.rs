@@ -549,7 +549,11 @@ impl Sim {
             }
             Event::Disconnecting { .. }
             | Event::SocketError { .. }
-            | Event::SessionExpired { .. } => {}
+            | Event::SessionExpired { .. }
+            | Event::ConnectionError { .. } => {}
+            Event::AllowRequest { request, .. } => {
+                self.server.allow_request(self.now, request, Ok(()))
+            }
         }
     }
 

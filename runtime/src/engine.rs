@@ -6,8 +6,8 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use sio_core::engine::{
-    CloseReason, Engine, EngineConfig, EngineEvent, Handshake, Message, SendError, SessionId, Sid,
-    Transport,
+    CloseReason, Engine, EngineConfig, EngineEvent, ErrorCode, Handshake, Message, SendError,
+    SessionId, Sid, Transport,
 };
 
 use crate::Runtime;
@@ -31,6 +31,18 @@ pub trait EngineHandler: Send + 'static {
     /// The session closed.
     fn on_close(&mut self, session: SessionId, reason: CloseReason, description: &str) {
         let _ = (session, reason, description);
+    }
+
+    /// With [`EngineConfig::allow_request`]: whether to let a handshake in; the `Err` message is
+    /// sent with 403 and code 4.
+    fn allow_request(&mut self, handshake: &Handshake) -> Result<(), String> {
+        let _ = handshake;
+        Ok(())
+    }
+
+    /// A request was refused (`connection_error` in the reference).
+    fn on_connection_error(&mut self, code: ErrorCode, message: &str, context: &str) {
+        let _ = (code, message, context);
     }
 }
 
@@ -121,6 +133,15 @@ impl App for EngineApp {
                 reason,
                 description,
             } => self.handler.on_close(session, reason, description),
+            EngineEvent::AllowRequest { request, handshake } => {
+                let verdict = self.handler.allow_request(&handshake);
+                engine.allow_request(now, request, verdict);
+            }
+            EngineEvent::ConnectionError {
+                code,
+                message,
+                context,
+            } => self.handler.on_connection_error(code, &message, context),
         }
     }
 }

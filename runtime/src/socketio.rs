@@ -10,6 +10,7 @@ use std::any::Any;
 use std::collections::HashMap;
 use std::future::Future;
 use std::net::SocketAddr;
+use std::pin::Pin;
 use std::sync::{Arc, OnceLock, Weak};
 use std::time::{Duration, Instant, SystemTime};
 
@@ -157,6 +158,12 @@ type PacketMiddleware =
 type DisconnectHandler = Arc<dyn Fn(&mut SocketRef<'_>, DisconnectReason) + Send + Sync>;
 type ErrorHandler = Arc<dyn Fn(&mut SocketRef<'_>, &SocketError) + Send + Sync>;
 type SingleAck = Box<dyn FnOnce(&mut IoRef<'_>, Result<Payload, AckError>) + Send>;
+type AllowRequest = Arc<
+    dyn Fn(sio_core::engine::Handshake) -> Pin<Box<dyn Future<Output = Result<(), String>> + Send>>
+        + Send
+        + Sync,
+>;
+type ConnectionErrorHandler = Arc<dyn Fn(sio_core::engine::ErrorCode, &str, &str) + Send + Sync>;
 type BroadcastAck = Box<dyn FnOnce(&mut IoRef<'_>, Result<Vec<Payload>, AckTimeout>) + Send>;
 
 #[derive(Clone)]
@@ -210,6 +217,8 @@ struct State {
     kept_data: HashMap<sio_core::engine::Sid, Option<Box<dyn Any + Send>>>,
     acks: HashMap<AckId, PendingAck>,
     next_listener: u64,
+    allow_request: Option<AllowRequest>,
+    connection_errors: Vec<ConnectionErrorHandler>,
     runtime: Arc<dyn Runtime>,
     shared: Arc<OnceLock<Weak<Shared<SioApp>>>>,
 }
@@ -244,6 +253,8 @@ impl SioApp {
                 kept_data: HashMap::new(),
                 acks: HashMap::new(),
                 next_listener: 0,
+                allow_request: None,
+                connection_errors: Vec::new(),
                 runtime,
                 shared: cell,
             },
@@ -405,6 +416,33 @@ impl<'a> IoRef<'a> {
                 let mut socket = self.socket_ref(socket, None);
                 for handler in handlers {
                     handler(&mut socket, reason);
+                }
+            }
+            Event::AllowRequest { request, handshake } => {
+                let Some(allow) = self.state.allow_request.clone() else {
+                    self.server.allow_request(self.now, request, Ok(()));
+                    return;
+                };
+                // Asked on a task of its own: the answer comes back as a command.
+                let verdict = allow(*handshake);
+                let shared = self.shared();
+                self.state.runtime.spawn(Box::pin(async move {
+                    let verdict = verdict.await;
+                    if let Some(shared) = shared {
+                        let command = Command::App(Box::new(move |app: &mut SioApp, now| {
+                            app.server.allow_request(now, request, verdict);
+                        }));
+                        let _ = shared.commands.send(command).await;
+                    }
+                }));
+            }
+            Event::ConnectionError {
+                code,
+                message,
+                context,
+            } => {
+                for handler in self.state.connection_errors.clone() {
+                    handler(code, &message, context);
                 }
             }
             Event::SessionExpired { pid } => {
@@ -1476,6 +1514,31 @@ impl SocketIo {
         F: Fn(&mut SocketRef<'_>) + Send + Sync + 'static,
     {
         self.of("/").on_connection(handler);
+    }
+
+    /// Decides whether each handshake may go on (`allowRequest` in the reference); the `Err`
+    /// message is sent to the client with 403 and code 4. The decision may be asynchronous (a
+    /// database lookup, say).
+    pub fn allow_request<F, Fut>(&self, decide: F)
+    where
+        F: Fn(sio_core::engine::Handshake) -> Fut + Send + Sync + 'static,
+        Fut: Future<Output = Result<(), String>> + Send + 'static,
+    {
+        let decide: AllowRequest = Arc::new(move |handshake| Box::pin(decide(handshake)));
+        self.register(move |app| {
+            app.state.allow_request = Some(decide);
+            app.server.set_allow_request(true);
+        });
+    }
+
+    /// Called for each request refused with an Engine.IO error (`connection_error` in the
+    /// reference): the code, the message sent, and the cause when the reference names one.
+    pub fn on_connection_error<F>(&self, handler: F)
+    where
+        F: Fn(sio_core::engine::ErrorCode, &str, &str) + Send + Sync + 'static,
+    {
+        let handler: ConnectionErrorHandler = Arc::new(handler);
+        self.register(move |app| app.state.connection_errors.push(handler));
     }
 
     /// A middleware of the main namespace (`io.use` in the reference).

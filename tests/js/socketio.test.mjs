@@ -221,6 +221,43 @@ describe("socket.io-client with examples/echo", () => {
     c.disconnect();
   });
 
+  it("allow_request refuses with 403, CORS and the session cookie are on every handshake", async () => {
+    const banned = await fetch(`${echo.url}/socket.io/?EIO=4&transport=polling&banned=1`);
+    assert.equal(banned.status, 403);
+    assert.deepEqual(await banned.json(), { code: 4, message: "banned" });
+    await echo.waitForLine(/^connection error: 4 banned$/);
+
+    const preflight = await fetch(`${echo.url}/socket.io/?EIO=4&transport=polling`, {
+      method: "OPTIONS",
+      headers: { origin: "http://allowed.example", "access-control-request-method": "POST" },
+    });
+    assert.equal(preflight.status, 204);
+    assert.equal(preflight.headers.get("access-control-allow-origin"), "http://allowed.example");
+    assert.equal(preflight.headers.get("access-control-allow-credentials"), "true");
+    assert.equal(preflight.headers.get("access-control-allow-methods"), "GET,HEAD,PUT,PATCH,POST,DELETE");
+
+    const open = await fetch(`${echo.url}/socket.io/?EIO=4&transport=polling`, {
+      headers: { origin: "http://allowed.example" },
+    });
+    const sid = JSON.parse((await open.text()).slice(1)).sid;
+    assert.equal(open.headers.get("access-control-allow-origin"), "http://allowed.example");
+    assert.equal(open.headers.get("set-cookie"), `io=${sid}; Path=/; HttpOnly; SameSite=Lax`);
+    const other = await fetch(`${echo.url}/socket.io/?EIO=4&transport=polling`, {
+      headers: { origin: "http://other.example" },
+    });
+    assert.equal(other.headers.get("access-control-allow-origin"), null);
+    assert.equal(other.headers.get("vary"), "Origin");
+
+    // A real client is let in (the decision is async) and a banned one gets connect_error.
+    const ok = client(echo, "/", { transports: ["websocket"] });
+    await next(ok, "connect");
+    ok.disconnect();
+    const refused = client(echo, "/", { transports: ["polling"], query: { banned: "1" } });
+    const [err] = await next(refused, "connect_error");
+    assert.equal(err.message, "xhr poll error");
+    assert.equal(err.description, 403);
+  });
+
   it("a graceful shutdown closes every client and the process exits with status 0", async () => {
     const server = await startServer("echo");
     const ws = client(server, "/", { transports: ["websocket"] });

@@ -1,5 +1,6 @@
 //! Engine.IO options, with the reference server's defaults.
 
+use std::sync::Arc;
 use std::time::Duration;
 
 /// An Engine.IO transport.
@@ -88,6 +89,99 @@ pub struct EngineConfig {
     /// Seed of the session id generator; `None` seeds from the operating system. Set it in tests to
     /// get reproducible ids.
     pub rng_seed: Option<[u8; 32]>,
+    /// Append a `/` to `path` when it has none (true). With false the path is used as given, and
+    /// the prefix match then also takes `/socket.iofoo`, as in the reference.
+    pub add_trailing_slash: bool,
+    /// Ask the application before each handshake ([`crate::engine::EngineEvent::AllowRequest`]);
+    /// a refusal is answered 403 with code 4 and the application's message.
+    pub allow_request: bool,
+    /// Sent as a `message` right after the `open` packet.
+    pub initial_packet: Option<String>,
+    /// Set a cookie holding the session id on the polling handshake response.
+    pub cookie: Option<CookieConfig>,
+    /// CORS headers on every response of the server's path, and answers to preflight requests.
+    pub cors: Option<CorsConfig>,
+}
+
+/// The cookie of the polling handshake (used by load balancers for sticky sessions).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct CookieConfig {
+    /// Its name (`io`).
+    pub name: String,
+    /// Its path (`/`).
+    pub path: Option<String>,
+    /// `HttpOnly` (true).
+    pub http_only: bool,
+    /// `SameSite` (`Lax`).
+    pub same_site: Option<String>,
+    /// `Max-Age` in seconds (none).
+    pub max_age: Option<u64>,
+}
+
+impl Default for CookieConfig {
+    fn default() -> Self {
+        CookieConfig {
+            name: "io".into(),
+            path: Some("/".into()),
+            http_only: true,
+            same_site: Some("Lax".into()),
+            max_age: None,
+        }
+    }
+}
+
+/// Which origins CORS lets in.
+#[derive(Clone)]
+pub enum CorsOrigin {
+    /// Any origin: `Access-Control-Allow-Origin: *`.
+    Any,
+    /// These origins, echoed back when they match.
+    List(Vec<String>),
+    /// Origins the predicate accepts, echoed back.
+    Predicate(Arc<dyn Fn(&str) -> bool + Send + Sync>),
+}
+
+impl std::fmt::Debug for CorsOrigin {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            CorsOrigin::Any => f.write_str("Any"),
+            CorsOrigin::List(list) => f.debug_tuple("List").field(list).finish(),
+            CorsOrigin::Predicate(_) => f.write_str("Predicate(..)"),
+        }
+    }
+}
+
+/// CORS options, as the `cors` package the reference uses understands them.
+#[derive(Clone, Debug)]
+pub struct CorsConfig {
+    /// Allowed origins.
+    pub origin: CorsOrigin,
+    /// `Access-Control-Allow-Credentials: true`.
+    pub credentials: bool,
+    /// Methods allowed in preflight answers (`GET,HEAD,PUT,PATCH,POST,DELETE`).
+    pub methods: Vec<String>,
+    /// Headers allowed in preflight answers; `None` echoes the request's
+    /// `Access-Control-Request-Headers`.
+    pub allowed_headers: Option<Vec<String>>,
+    /// `Access-Control-Expose-Headers` on other answers.
+    pub exposed_headers: Vec<String>,
+    /// `Access-Control-Max-Age` of preflight answers, in seconds.
+    pub max_age: Option<u64>,
+}
+
+impl Default for CorsConfig {
+    fn default() -> Self {
+        CorsConfig {
+            origin: CorsOrigin::Any,
+            credentials: false,
+            methods: ["GET", "HEAD", "PUT", "PATCH", "POST", "DELETE"]
+                .map(String::from)
+                .to_vec(),
+            allowed_headers: None,
+            exposed_headers: Vec::new(),
+            max_age: None,
+        }
+    }
 }
 
 impl Default for EngineConfig {
@@ -103,6 +197,11 @@ impl Default for EngineConfig {
             close_timeout: Duration::from_millis(30_000),
             max_buffered_bytes: 10 * 1024 * 1024,
             rng_seed: None,
+            add_trailing_slash: true,
+            allow_request: false,
+            initial_packet: None,
+            cookie: None,
+            cors: None,
         }
     }
 }

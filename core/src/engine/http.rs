@@ -218,6 +218,89 @@ pub(crate) fn json_string(s: &str) -> String {
     out
 }
 
+/// The `Set-Cookie` value of the polling handshake, as the `cookie` package writes it.
+pub(crate) fn set_cookie(cookie: &super::config::CookieConfig, sid: &str) -> String {
+    let mut out = format!("{}={sid}", cookie.name);
+    if let Some(max_age) = cookie.max_age {
+        out.push_str(&format!("; Max-Age={max_age}"));
+    }
+    if let Some(path) = &cookie.path {
+        out.push_str(&format!("; Path={path}"));
+    }
+    if cookie.http_only {
+        out.push_str("; HttpOnly");
+    }
+    if let Some(same_site) = &cookie.same_site {
+        let mut chars = same_site.chars();
+        let value: String = chars
+            .next()
+            .map(|c| c.to_ascii_uppercase().to_string() + &chars.as_str().to_ascii_lowercase())
+            .unwrap_or_default();
+        out.push_str(&format!("; SameSite={value}"));
+    }
+    out
+}
+
+/// CORS headers for a request, as the `cors` package sets them; `preflight` for an `OPTIONS`.
+pub(crate) fn cors_headers(
+    cors: &super::config::CorsConfig,
+    request: &HeaderMap,
+    preflight: bool,
+) -> HeaderMap {
+    use super::config::CorsOrigin;
+    let mut out = HeaderMap::new();
+    let origin = request
+        .get(http::header::ORIGIN)
+        .and_then(|v| v.to_str().ok());
+    let mut put = |name: &'static str, value: &str| {
+        if let Ok(value) = HeaderValue::from_str(value) {
+            out.append(name, value);
+        }
+    };
+    match &cors.origin {
+        CorsOrigin::Any => put("access-control-allow-origin", "*"),
+        CorsOrigin::List(list) => {
+            if let Some(origin) = origin.filter(|o| list.iter().any(|l| l == o)) {
+                put("access-control-allow-origin", origin);
+            }
+            put("vary", "Origin");
+        }
+        CorsOrigin::Predicate(accepts) => {
+            if let Some(origin) = origin.filter(|o| accepts(o)) {
+                put("access-control-allow-origin", origin);
+            }
+            put("vary", "Origin");
+        }
+    }
+    if cors.credentials {
+        put("access-control-allow-credentials", "true");
+    }
+    if preflight {
+        put("access-control-allow-methods", &cors.methods.join(","));
+        match &cors.allowed_headers {
+            Some(headers) => put("access-control-allow-headers", &headers.join(",")),
+            None => {
+                let requested = request
+                    .get("access-control-request-headers")
+                    .and_then(|v| v.to_str().ok());
+                if let Some(requested) = requested {
+                    put("access-control-allow-headers", requested);
+                    put("vary", "Access-Control-Request-Headers");
+                }
+            }
+        }
+        if let Some(max_age) = cors.max_age {
+            put("access-control-max-age", &max_age.to_string());
+        }
+    } else if !cors.exposed_headers.is_empty() {
+        put(
+            "access-control-expose-headers",
+            &cors.exposed_headers.join(","),
+        );
+    }
+    out
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -41,8 +41,9 @@ use bytes::Bytes;
 use bytestring::ByteString;
 use slab::Slab;
 
-pub use self::config::{EngineConfig, Transport, Transports};
-use self::http::{ErrorCode, Query};
+pub use self::config::{CookieConfig, CorsConfig, CorsOrigin, EngineConfig, Transport, Transports};
+pub use self::http::ErrorCode;
+use self::http::Query;
 pub use self::packet::{DecodeError, Frame, Message, Packet};
 use self::session::{Session, TimerKind, Upgrade};
 use self::sid::IdGenerator;
@@ -129,6 +130,23 @@ pub enum EngineEvent {
     Upgrade {
         /// The session.
         session: SessionId,
+    },
+    /// A handshake waits for the application's word ([`EngineConfig::allow_request`]): answer
+    /// with [`Engine::allow_request`].
+    AllowRequest {
+        /// The request.
+        request: RequestId,
+        /// What the request carried.
+        handshake: Box<Handshake>,
+    },
+    /// A request was refused with an Engine.IO error (`connection_error` in the reference).
+    ConnectionError {
+        /// The error code (0 to 5).
+        code: ErrorCode,
+        /// The message sent to the client.
+        message: String,
+        /// What went wrong, when the reference names it (`TRANSPORT_MISMATCH`, ...).
+        context: &'static str,
     },
     /// The session closed; its id is dead from now on.
     Close {
@@ -226,10 +244,21 @@ enum Role {
     WsUpgradePending(Sid),
     /// An accepted WebSocket that is closed as soon as it opens.
     WsReject,
+    /// A handshake waiting for the application's word.
+    AwaitingApproval(Box<PendingHandshake>),
     /// A WebSocket upgrading a session.
     WsUpgrade(SessionId),
     /// The WebSocket carrying a session.
     WebSocket(SessionId),
+}
+
+/// A handshake held while the application decides.
+#[derive(Debug)]
+struct PendingHandshake {
+    handshake: Box<Handshake>,
+    upgrade: bool,
+    eio: Option<String>,
+    ws_error: Option<&'static str>,
 }
 
 /// The Engine.IO server state machine. See the [module docs](self) for the drain contract.
@@ -245,12 +274,17 @@ pub struct Engine {
     events: VecDeque<EngineEvent>,
     /// Polling sessions with packets for a parked GET, flushed in this order.
     dirty: Vec<SessionId>,
+    /// Headers to add to a request's response (CORS, the cookie), until it is answered.
+    extra_headers: HashMap<RequestId, HeaderMap>,
 }
 
 impl Engine {
     /// A server with `config`, starting at `now`.
-    pub fn new(config: EngineConfig, now: Instant) -> Engine {
+    pub fn new(mut config: EngineConfig, now: Instant) -> Engine {
         let _ = now;
+        if config.add_trailing_slash && !config.path.ends_with('/') {
+            config.path.push('/');
+        }
         Engine {
             ids: IdGenerator::new(config.rng_seed),
             config,
@@ -262,6 +296,40 @@ impl Engine {
             transmits: VecDeque::new(),
             events: VecDeque::new(),
             dirty: Vec::new(),
+            extra_headers: HashMap::new(),
+        }
+    }
+
+    /// Turns on or off asking the application before each handshake.
+    pub fn set_allow_request(&mut self, ask: bool) {
+        self.config.allow_request = ask;
+    }
+
+    /// The application's word on a handshake announced by [`EngineEvent::AllowRequest`]: `Err`
+    /// refuses it with 403, code 4 and the message.
+    pub fn allow_request(&mut self, now: Instant, request: RequestId, verdict: Result<(), String>) {
+        let Some(Role::AwaitingApproval(_)) = self.requests.get(&request) else {
+            return;
+        };
+        let Some(Role::AwaitingApproval(pending)) = self.requests.remove(&request) else {
+            return;
+        };
+        match verdict {
+            Err(message) => {
+                let message = if message.is_empty() {
+                    ErrorCode::Forbidden.message().to_owned()
+                } else {
+                    message
+                };
+                self.refuse(
+                    request,
+                    pending.upgrade,
+                    ErrorCode::Forbidden,
+                    Some(&message),
+                    "",
+                );
+            }
+            Ok(()) => self.handshake(now, request, *pending),
         }
     }
 
@@ -413,15 +481,22 @@ impl Engine {
             self.respond(request, self::http::empty_response(StatusCode::NOT_FOUND));
             return;
         }
+        if let Some(cors) = &self.config.cors {
+            // The reference's `cors` middleware answers preflights before any Engine.IO logic.
+            if head.method == Method::OPTIONS {
+                let headers = self::http::cors_headers(cors, &head.headers, true);
+                let mut response = self::http::empty_response(StatusCode::NO_CONTENT);
+                *response.headers_mut() = headers;
+                self.respond(request, response);
+                return;
+            }
+            let headers = self::http::cors_headers(cors, &head.headers, false);
+            self.add_headers(request, headers);
+        }
         let query = Query::parse(head.uri.query());
         let upgrade = self::http::is_upgrade(&head.headers);
-        let refuse = |engine: &mut Engine, code: ErrorCode| {
-            let response = if upgrade {
-                self::http::upgrade_error_response(code.message())
-            } else {
-                self::http::error_response(code, None)
-            };
-            engine.respond(request, response);
+        let refuse = |engine: &mut Engine, code: ErrorCode, context: &'static str| {
+            engine.refuse(request, upgrade, code, None, context);
         };
 
         let Some(transport) = query
@@ -430,24 +505,24 @@ impl Engine {
             .and_then(Transport::parse)
             .filter(|t| self.config.transports.contains(*t))
         else {
-            return refuse(self, ErrorCode::UnknownTransport);
+            return refuse(self, ErrorCode::UnknownTransport, "");
         };
         if self::http::origin_is_invalid(&head.headers) {
-            return refuse(self, ErrorCode::BadRequest);
+            return refuse(self, ErrorCode::BadRequest, "INVALID_ORIGIN");
         }
 
         if let Some(sid) = query.sid.as_deref() {
             // A malformed id is an unknown id: it never opens a session.
             let Some(session) = Sid::parse(sid).and_then(|sid| self.by_sid.get(&sid).copied())
             else {
-                return refuse(self, ErrorCode::UnknownSid);
+                return refuse(self, ErrorCode::UnknownSid, "");
             };
             let current = self.session(session).map(|s| s.transport);
             if !upgrade && current != Some(transport) {
-                return refuse(self, ErrorCode::BadRequest);
+                return refuse(self, ErrorCode::BadRequest, "TRANSPORT_MISMATCH");
             }
             if query.eio.as_deref() != Some("4") {
-                return refuse(self, ErrorCode::BadRequest);
+                return refuse(self, ErrorCode::BadRequest, "PROTOCOL_MISMATCH");
             }
             if upgrade {
                 if let Some(message) =
@@ -475,35 +550,62 @@ impl Engine {
         }
 
         if head.method != Method::GET {
-            return refuse(self, ErrorCode::BadHandshakeMethod);
+            return refuse(self, ErrorCode::BadHandshakeMethod, "");
         }
         if transport == Transport::WebSocket && !upgrade {
-            return refuse(self, ErrorCode::BadRequest);
+            return refuse(self, ErrorCode::BadRequest, "TRANSPORT_HANDSHAKE_ERROR");
         }
-        if query.eio.as_deref() != Some("4") {
-            return refuse(self, ErrorCode::UnsupportedProtocolVersion);
+        let pending = PendingHandshake {
+            handshake: Box::new(Handshake {
+                uri: copy_uri(&head.uri),
+                headers: copy_headers(&head.headers),
+                remote_addr,
+                transport,
+            }),
+            upgrade,
+            eio: query.eio,
+            ws_error: upgrade
+                .then(|| self::http::websocket_handshake_error(&head.method, &head.headers))
+                .flatten(),
+        };
+        if self.config.allow_request {
+            // As in the reference, the application is asked before the protocol version check.
+            self.events.push_back(EngineEvent::AllowRequest {
+                request,
+                handshake: pending.handshake.clone(),
+            });
+            self.requests
+                .insert(request, Role::AwaitingApproval(Box::new(pending)));
+            return;
         }
-        let handshake = Box::new(Handshake {
-            uri: copy_uri(&head.uri),
-            headers: copy_headers(&head.headers),
-            remote_addr,
-            transport,
-        });
-        if upgrade {
-            if let Some(message) =
-                self::http::websocket_handshake_error(&head.method, &head.headers)
-            {
+        self.handshake(now, request, pending);
+    }
+
+    /// Opens a session for an allowed handshake (or refuses it for its protocol version).
+    fn handshake(&mut self, now: Instant, request: RequestId, pending: PendingHandshake) {
+        if pending.eio.as_deref() != Some("4") {
+            return self.refuse(
+                request,
+                pending.upgrade,
+                ErrorCode::UnsupportedProtocolVersion,
+                None,
+                "",
+            );
+        }
+        let transport = pending.handshake.transport;
+        if pending.upgrade {
+            if let Some(message) = pending.ws_error {
                 self.respond(request, self::http::upgrade_error_response(message));
                 return;
             }
             let role = match transport {
-                Transport::WebSocket => Role::WsHandshake(handshake),
+                Transport::WebSocket => Role::WsHandshake(pending.handshake),
                 Transport::Polling => Role::WsReject,
             };
             self.accept_websocket(request, role);
             return;
         }
-        let session = self.open_session(now, request, Transport::Polling, handshake);
+        let session = self.open_session(now, request, Transport::Polling, pending.handshake);
         self.flush(session, false);
     }
 
@@ -677,17 +779,55 @@ impl Engine {
             .filter(|s| s.generation == id.generation)
     }
 
-    fn respond(&mut self, request: RequestId, response: Response<Bytes>) {
+    fn respond(&mut self, request: RequestId, mut response: Response<Bytes>) {
+        if let Some(extra) = self.extra_headers.remove(&request) {
+            for (name, value) in &extra {
+                response.headers_mut().append(name.clone(), value.clone());
+            }
+        }
         self.transmits
             .push_back(Transmit::Response { request, response });
     }
 
+    /// Adds headers to the eventual response of `request`.
+    fn add_headers(&mut self, request: RequestId, headers: HeaderMap) {
+        if headers.is_empty() {
+            return;
+        }
+        let entry = self.extra_headers.entry(request).or_default();
+        for (name, value) in &headers {
+            entry.append(name.clone(), value.clone());
+        }
+    }
+
+    /// Refuses a request with an Engine.IO error, as JSON (or, for an upgrade, plain text).
+    fn refuse(
+        &mut self,
+        request: RequestId,
+        upgrade: bool,
+        code: ErrorCode,
+        message: Option<&str>,
+        context: &'static str,
+    ) {
+        let text = message.unwrap_or(code.message());
+        let response = if upgrade {
+            self::http::upgrade_error_response(text)
+        } else {
+            self::http::error_response(code, Some(text))
+        };
+        self.events.push_back(EngineEvent::ConnectionError {
+            code,
+            message: text.to_owned(),
+            context,
+        });
+        self.respond(request, response);
+    }
+
     fn accept_websocket(&mut self, request: RequestId, role: Role) {
         self.requests.insert(request, role);
-        self.transmits.push_back(Transmit::AcceptWebSocket {
-            request,
-            headers: HeaderMap::new(),
-        });
+        let headers = self.extra_headers.remove(&request).unwrap_or_default();
+        self.transmits
+            .push_back(Transmit::AcceptWebSocket { request, headers });
     }
 
     /// Opens a session carried by `request`: the handshake GET or the WebSocket.
@@ -739,6 +879,18 @@ impl Engine {
             self.config.max_http_buffer_size,
         );
         self.queue(id, Packet::Open(ByteString::from(open)).encode());
+        if let Some(initial) = &self.config.initial_packet {
+            let frame = Frame::text_message(initial);
+            self.queue(id, frame);
+        }
+        if let (Transport::Polling, Some(cookie)) = (transport, &self.config.cookie) {
+            let value = self::http::set_cookie(cookie, sid.as_str());
+            if let Ok(value) = HeaderValue::from_str(&value) {
+                let mut headers = HeaderMap::new();
+                headers.insert(::http::header::SET_COOKIE, value);
+                self.add_headers(request, headers);
+            }
+        }
         let at = now + self.config.ping_interval;
         self.set_timer(id, TimerKind::Ping, Some(at));
         self.events.push_back(EngineEvent::Open {
@@ -954,6 +1106,7 @@ impl Engine {
 
     /// The client is gone from `request`; `error` is set when a WebSocket failed rather than closed.
     fn end_request(&mut self, request: RequestId, error: Option<&'static str>) {
+        self.extra_headers.remove(&request);
         let Some(role) = self.requests.remove(&request) else {
             return;
         };
@@ -995,7 +1148,10 @@ impl Engine {
                 self.requests.insert(request, Role::WsUpgrade(id));
                 self.cancel_upgrade(id, false);
             }
-            Role::WsHandshake(_) | Role::WsUpgradePending(_) | Role::WsReject => {}
+            Role::WsHandshake(_)
+            | Role::WsUpgradePending(_)
+            | Role::WsReject
+            | Role::AwaitingApproval(_) => {}
         }
     }
 
@@ -1034,6 +1190,7 @@ impl Engine {
             // client's own `close`.
             if !by_client_close {
                 self.requests.remove(&post);
+                self.extra_headers.remove(&post);
                 self.transmits.push_back(Transmit::Abort { request: post });
             }
         }

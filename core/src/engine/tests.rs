@@ -230,6 +230,12 @@ impl Harness {
     }
 }
 
+impl Harness {
+    fn engine_session(&self, sid: &str) -> SessionId {
+        *self.engine.by_sid.get(&Sid::parse(sid).unwrap()).unwrap()
+    }
+}
+
 fn error_body(res: &Response<Bytes>) -> (u16, &str) {
     (
         res.status().as_u16(),
@@ -380,7 +386,18 @@ fn refusals_have_the_reference_status_and_body() {
         assert_eq!(res.headers()["content-type"], "application/json");
     }
     assert_eq!(h.engine.session_count(), 0, "no refusal opens a session");
-    assert!(h.events.is_empty());
+    // Each refusal is reported as a connection error with its code and message.
+    let errors: Vec<(u8, String)> = h
+        .events
+        .drain(..)
+        .map(|e| match e {
+            EngineEvent::ConnectionError { code, message, .. } => (code as u8, message),
+            other => panic!("unexpected {other:?}"),
+        })
+        .collect();
+    assert_eq!(errors.len(), cases.len());
+    assert_eq!(errors[0], (0, "Transport unknown".to_owned()));
+    assert_eq!(errors[7], (3, "Bad request".to_owned()));
 
     let r = h.get("/other");
     assert_eq!(h.response(r).status(), 404);
@@ -939,4 +956,142 @@ fn close_all_answers_parked_polls_and_closes_websockets_at_once() {
     );
     assert_eq!(h.engine.session_count(), 0);
     assert_eq!(h.engine.poll_timeout(), None);
+}
+
+#[test]
+fn allow_request_asks_the_application_before_the_version_check() {
+    let mut h = Harness::with(EngineConfig {
+        allow_request: true,
+        ..config()
+    });
+    let r = h.get("/engine.io/?EIO=4&transport=polling&t=1");
+    assert!(
+        h.try_response(r).is_none(),
+        "held until the application answers"
+    );
+    let Some(EngineEvent::AllowRequest { request, handshake }) = h.events.pop() else {
+        panic!("{:?}", h.events)
+    };
+    assert_eq!(request, r);
+    assert_eq!(
+        handshake.uri.to_string(),
+        "/engine.io/?EIO=4&transport=polling&t=1"
+    );
+    h.engine.allow_request(h.now, r, Err("go away".into()));
+    h.drain();
+    let res = h.response(r);
+    assert_eq!(error_body(&res), (403, r#"{"code":4,"message":"go away"}"#));
+    // Allowed: the handshake goes on (and the version is checked after the application).
+    let r = h.get("/engine.io/?EIO=4&transport=polling");
+    h.engine.allow_request(h.now, r, Ok(()));
+    h.drain();
+    assert!(h.body(r).starts_with("0{\"sid\":"));
+    let r = h.get("/engine.io/?EIO=3&transport=polling");
+    h.engine.allow_request(h.now, r, Ok(()));
+    h.drain();
+    assert_eq!(error_body(&h.response(r)).0, 400);
+    // A refused upgrade gets the plain-text 400 of upgrades.
+    let r = h.request(
+        "GET",
+        "/engine.io/?EIO=4&transport=websocket",
+        &Harness::ws_headers(),
+    );
+    h.engine.allow_request(h.now, r, Err(String::new()));
+    h.drain();
+    assert_eq!(error_body(&h.response(r)), (400, "Forbidden"));
+}
+
+#[test]
+fn cookie_initial_packet_and_trailing_slash() {
+    let mut h = Harness::with(EngineConfig {
+        path: "/engine.io".into(),
+        cookie: Some(CookieConfig::default()),
+        initial_packet: Some("hello".into()),
+        ..config()
+    });
+    let r = h.get("/engine.io/?EIO=4&transport=polling");
+    let res = h.response(r);
+    let body = std::str::from_utf8(res.body()).unwrap();
+    let sid = &body[9..29];
+    assert!(body.ends_with("}\u{1e}4hello"), "{body}");
+    assert_eq!(
+        res.headers()["set-cookie"],
+        format!("io={sid}; Path=/; HttpOnly; SameSite=Lax").as_str()
+    );
+    // Only the handshake sets it.
+    let r = h.poll(sid);
+    h.engine
+        .send(h.engine_session(sid), Message::Text("x".into()))
+        .unwrap();
+    h.drain();
+    assert!(h.response(r).headers().get("set-cookie").is_none());
+}
+
+#[test]
+fn cors_answers_preflights_and_marks_every_response() {
+    let mut h = Harness::with(EngineConfig {
+        cors: Some(CorsConfig {
+            origin: CorsOrigin::List(vec!["https://app.example".into()]),
+            credentials: true,
+            max_age: Some(600),
+            exposed_headers: vec!["x-trace".into()],
+            ..CorsConfig::default()
+        }),
+        ..config()
+    });
+    let r = h.request(
+        "OPTIONS",
+        "/engine.io/?EIO=4&transport=polling",
+        &[
+            ("origin", "https://app.example"),
+            ("access-control-request-headers", "content-type"),
+        ],
+    );
+    let res = h.response(r);
+    assert_eq!(res.status(), 204);
+    let header = |res: &Response<Bytes>, name: &str| {
+        res.headers()
+            .get_all(name)
+            .iter()
+            .map(|v| v.to_str().unwrap().to_owned())
+            .collect::<Vec<_>>()
+            .join(", ")
+    };
+    assert_eq!(
+        header(&res, "access-control-allow-origin"),
+        "https://app.example"
+    );
+    assert_eq!(header(&res, "access-control-allow-credentials"), "true");
+    assert_eq!(
+        header(&res, "access-control-allow-methods"),
+        "GET,HEAD,PUT,PATCH,POST,DELETE"
+    );
+    assert_eq!(header(&res, "access-control-allow-headers"), "content-type");
+    assert_eq!(header(&res, "access-control-max-age"), "600");
+    assert_eq!(
+        header(&res, "vary"),
+        "Origin, Access-Control-Request-Headers"
+    );
+    assert!(h.events.is_empty(), "a preflight is no Engine.IO request");
+    // Other responses, refusals included, carry the headers; an unknown origin gets none.
+    let r = h.request(
+        "GET",
+        "/engine.io/?EIO=4&transport=polling",
+        &[("origin", "https://app.example")],
+    );
+    let res = h.response(r);
+    assert_eq!(
+        header(&res, "access-control-allow-origin"),
+        "https://app.example"
+    );
+    assert_eq!(header(&res, "access-control-expose-headers"), "x-trace");
+    let r = h.request(
+        "GET",
+        "/engine.io/?EIO=4",
+        &[("origin", "https://evil.example")],
+    );
+    let res = h.response(r);
+    assert_eq!(res.status(), 400);
+    assert_eq!(header(&res, "access-control-allow-origin"), "");
+    assert_eq!(header(&res, "vary"), "Origin");
 }

@@ -221,6 +221,22 @@ pub enum Event {
         /// The private id its session is kept under for recovery, if it is.
         kept: Option<Sid>,
     },
+    /// A handshake waits for the application's word: answer with [`Server::allow_request`].
+    AllowRequest {
+        /// The request.
+        request: RequestId,
+        /// What it carried.
+        handshake: Box<Handshake>,
+    },
+    /// A request was refused with an Engine.IO error (`connection_error` in the reference).
+    ConnectionError {
+        /// The error code.
+        code: crate::engine::ErrorCode,
+        /// The message sent to the client.
+        message: String,
+        /// The reference's name for the cause, when it has one.
+        context: &'static str,
+    },
     /// A kept session expired: it can no longer be recovered.
     SessionExpired {
         /// Its private id.
@@ -530,6 +546,17 @@ impl Server {
             }
         }
         self.engine.handle_request(now, request, head, remote_addr);
+        self.pump(now);
+    }
+
+    /// Turns on or off asking the application before each handshake.
+    pub fn set_allow_request(&mut self, ask: bool) {
+        self.engine.set_allow_request(ask);
+    }
+
+    /// See [`Engine::allow_request`].
+    pub fn allow_request(&mut self, now: Instant, request: RequestId, verdict: Result<(), String>) {
+        self.engine.allow_request(now, request, verdict);
         self.pump(now);
     }
 
@@ -1007,6 +1034,18 @@ impl Server {
                 }
                 EngineEvent::Message { session, message } => self.on_message(now, session, message),
                 EngineEvent::Upgrade { .. } => {}
+                EngineEvent::AllowRequest { request, handshake } => {
+                    self.push(Event::AllowRequest { request, handshake })
+                }
+                EngineEvent::ConnectionError {
+                    code,
+                    message,
+                    context,
+                } => self.push(Event::ConnectionError {
+                    code,
+                    message,
+                    context,
+                }),
                 EngineEvent::Close {
                     session, reason, ..
                 } => {

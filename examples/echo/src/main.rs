@@ -13,7 +13,10 @@
 use std::time::Duration;
 
 use serde_json::{Value, json};
-use sio_tokio::{AckError, ConnectError, Payload, ServerConfig, SocketIo};
+use sio_tokio::{
+    AckError, ConnectError, CookieConfig, CorsConfig, CorsOrigin, EngineConfig, Payload,
+    ServerConfig, SocketIo,
+};
 use tokio::net::TcpListener;
 
 #[tokio::main]
@@ -22,7 +25,37 @@ async fn main() -> std::io::Result<()> {
         .ok()
         .and_then(|p| p.parse().ok())
         .unwrap_or(3000);
-    let io = SocketIo::new(ServerConfig::default());
+    let config = ServerConfig {
+        engine: EngineConfig {
+            // Cross-origin pages of this origin may talk to the server; the polling handshake sets
+            // a cookie with the session id (for sticky load balancers).
+            cors: Some(CorsConfig {
+                origin: CorsOrigin::List(vec!["http://allowed.example".into()]),
+                credentials: true,
+                ..CorsConfig::default()
+            }),
+            cookie: Some(CookieConfig::default()),
+            ..EngineConfig::default()
+        },
+        ..ServerConfig::default()
+    };
+    let io = SocketIo::new(config);
+    // Refuse handshakes that say `banned=1` (the decision may be async: a database lookup...).
+    io.allow_request(|handshake| async move {
+        match handshake
+            .uri
+            .query()
+            .unwrap_or("")
+            .split('&')
+            .any(|p| p == "banned=1")
+        {
+            true => Err("banned".to_owned()),
+            false => Ok(()),
+        }
+    });
+    io.on_connection_error(|code, message, _context| {
+        println!("connection error: {} {message}", code as u8);
+    });
 
     io.on_connection(|socket| {
         // Answer the client's ack with the same arguments, binary included.

@@ -554,6 +554,9 @@ impl Sim {
             Event::AllowRequest { request, .. } => {
                 self.server.allow_request(self.now, request, Ok(()))
             }
+            Event::NamespaceRequest { session, name, .. } => self
+                .server
+                .namespace_verdict(self.now, session, &name, false),
         }
     }
 

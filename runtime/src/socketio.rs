@@ -164,6 +164,16 @@ type AllowRequest = Arc<
         + Sync,
 >;
 type ConnectionErrorHandler = Arc<dyn Fn(sio_core::engine::ErrorCode, &str, &str) + Send + Sync>;
+type NamespaceMatcher = Arc<dyn Fn(&str, &Value) -> bool + Send + Sync>;
+type NewNamespaceHandler = Arc<dyn Fn(&str) + Send + Sync>;
+
+/// A dynamic parent namespace: a matcher, the handlers its children copy when created, and the
+/// children so far.
+struct Parent {
+    name: String,
+    matcher: NamespaceMatcher,
+    children: Vec<String>,
+}
 type BroadcastAck = Box<dyn FnOnce(&mut IoRef<'_>, Result<Vec<Payload>, AckTimeout>) + Send>;
 
 #[derive(Clone)]
@@ -219,6 +229,9 @@ struct State {
     next_listener: u64,
     allow_request: Option<AllowRequest>,
     connection_errors: Vec<ConnectionErrorHandler>,
+    parents: Vec<Parent>,
+    new_namespace: Vec<NewNamespaceHandler>,
+    cleanup_empty_children: bool,
     runtime: Arc<dyn Runtime>,
     shared: Arc<OnceLock<Weak<Shared<SioApp>>>>,
 }
@@ -255,6 +268,9 @@ impl SioApp {
                 next_listener: 0,
                 allow_request: None,
                 connection_errors: Vec::new(),
+                parents: Vec::new(),
+                new_namespace: Vec::new(),
+                cleanup_empty_children: false,
                 runtime,
                 shared: cell,
             },
@@ -445,6 +461,38 @@ impl<'a> IoRef<'a> {
                     handler(code, &message, context);
                 }
             }
+            Event::NamespaceRequest {
+                session,
+                name,
+                auth,
+            } => {
+                // Parents are tried in the order they were registered; the first match wins.
+                let parent = self
+                    .state
+                    .parents
+                    .iter()
+                    .position(|p| (p.matcher)(&name, &auth));
+                let Some(parent) = parent else {
+                    self.server
+                        .namespace_verdict(self.now, session, &name, false);
+                    return;
+                };
+                // The child copies the parent's middlewares and connection handlers now.
+                let handlers = self
+                    .state
+                    .namespaces
+                    .get(&self.state.parents[parent].name)
+                    .cloned()
+                    .unwrap_or_default();
+                self.state.namespaces.insert(name.clone(), handlers);
+                self.state.parents[parent].children.push(name.clone());
+                self.server.namespace(&name);
+                for handler in self.state.new_namespace.clone() {
+                    handler(&name);
+                }
+                self.server
+                    .namespace_verdict(self.now, session, &name, true);
+            }
             Event::SessionExpired { pid } => {
                 self.state.kept_data.remove(&pid);
             }
@@ -469,8 +517,34 @@ impl<'a> IoRef<'a> {
                 if let (Some(pid), Some(entry)) = (kept, self.state.sockets.get_mut(&socket)) {
                     self.state.kept_data.insert(pid, entry.data.take());
                 }
+                let nsp = self.state.sockets.get(&socket).map(|e| e.nsp.clone());
                 self.state.remove_socket(socket);
+                if let Some(nsp) = nsp {
+                    self.cleanup_child(&nsp);
+                }
             }
+        }
+    }
+
+    /// Removes an empty child namespace when `cleanup_empty_child_namespaces` is on.
+    fn cleanup_child(&mut self, name: &str) {
+        if !self.state.cleanup_empty_children {
+            return;
+        }
+        let Some(parent) = self
+            .state
+            .parents
+            .iter_mut()
+            .find(|p| p.children.iter().any(|c| c == name))
+        else {
+            return;
+        };
+        let Some(nsp) = self.server.find_namespace(name) else {
+            return;
+        };
+        if self.server.remove_namespace(nsp) {
+            parent.children.retain(|c| c != name);
+            self.state.namespaces.remove(name);
         }
     }
 
@@ -664,6 +738,21 @@ impl Operator {
     }
 
     fn emit(&self, io: &mut IoRef<'_>, event: &str, payload: &Payload) -> Result<(), EmitError> {
+        // A dynamic parent broadcasts to each of its children.
+        let children = io
+            .state
+            .parents
+            .iter()
+            .find(|p| p.name == self.nsp)
+            .map(|p| p.children.clone());
+        if let Some(children) = children {
+            for child in children {
+                let mut op = self.clone();
+                op.nsp = child;
+                op.emit(io, event, payload)?;
+            }
+            return Ok(());
+        }
         let target = self.target(io.server)?;
         if io.any_outgoing() {
             let recipients = io.server.recipients_of(&target)?;
@@ -1531,6 +1620,45 @@ impl SocketIo {
         });
     }
 
+    /// A dynamic namespace (`io.of(regex or function)` in the reference): any namespace asked for
+    /// whose name (and auth payload) `matcher` accepts is created on demand, with the middlewares
+    /// and connection handlers registered on the returned parent at that moment.
+    pub fn of_dynamic<F>(&self, matcher: F) -> Namespace
+    where
+        F: Fn(&str, &Value) -> bool + Send + Sync + 'static,
+    {
+        static NEXT: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+        let n = NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let name = format!("/_{n}");
+        let parent = Parent {
+            name: name.clone(),
+            matcher: Arc::new(matcher),
+            children: Vec::new(),
+        };
+        self.register(move |app| {
+            app.state.parents.push(parent);
+            app.server.set_dynamic_namespaces(true);
+        });
+        Namespace {
+            io: self.clone(),
+            name,
+        }
+    }
+
+    /// Called with the name of each namespace created on demand (`new_namespace`).
+    pub fn on_new_namespace<F>(&self, handler: F)
+    where
+        F: Fn(&str) + Send + Sync + 'static,
+    {
+        let handler: NewNamespaceHandler = Arc::new(handler);
+        self.register(move |app| app.state.new_namespace.push(handler));
+    }
+
+    /// Removes a child of a dynamic namespace when its last socket leaves.
+    pub fn cleanup_empty_child_namespaces(&self, on: bool) {
+        self.register(move |app| app.state.cleanup_empty_children = on);
+    }
+
     /// Called for each request refused with an Engine.IO error (`connection_error` in the
     /// reference): the code, the message sent, and the cause when the reference names one.
     pub fn on_connection_error<F>(&self, handler: F)
@@ -1679,13 +1807,29 @@ impl Namespace {
         self
     }
 
-    /// Emits to every socket of the namespace.
+    /// Emits to every socket of the namespace; for a dynamic parent, to every socket of every
+    /// child.
     pub async fn emit<T: Serialize + ?Sized>(
         &self,
         event: &str,
         args: &T,
     ) -> Result<(), EmitError> {
         self.broadcast().emit(event, args).await
+    }
+
+    /// The children of a dynamic parent created so far.
+    pub async fn children(&self) -> Vec<String> {
+        let name = self.name.clone();
+        on_driver(&self.io.shared, move |io| {
+            io.state
+                .parents
+                .iter()
+                .find(|p| p.name == name)
+                .map(|p| p.children.clone())
+                .unwrap_or_default()
+        })
+        .await
+        .unwrap_or_default()
     }
 
     /// A broadcast to the namespace.

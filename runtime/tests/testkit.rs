@@ -246,3 +246,52 @@ fn utility_methods_act_on_every_socket_a_broadcast_reaches() {
     assert_eq!(kit.sid(clients[1], "/"), None);
     assert!(kit.sid(clients[2], "/").is_some());
 }
+
+#[test]
+fn dynamic_namespaces_copy_the_parent_and_broadcast_through_it() {
+    let mut kit = TestKit::new(ServerConfig::default());
+    let created: Arc<Mutex<Vec<String>>> = Arc::default();
+    let seen = created.clone();
+    kit.io()
+        .on_new_namespace(move |name| seen.lock().unwrap().push(name.to_owned()));
+    kit.io().cleanup_empty_child_namespaces(true);
+    let parent = kit.io().of_dynamic(|name, auth| {
+        name.starts_with("/team-") && auth.get("member") == Some(&json!(true))
+    });
+    parent.use_(|socket, _auth| {
+        socket.set_data(socket.nsp().to_owned());
+        Ok(())
+    });
+    parent.on_connection(|socket| {
+        let nsp = socket.data::<String>().cloned().unwrap_or_default();
+        let _ = socket.emit("welcome", &nsp);
+        socket.on("shout", |socket, text: String| {
+            let nsp = socket.nsp().to_owned();
+            let _ = socket.io().of(&nsp).emit("heard", &text);
+        });
+    });
+    let a = kit.connect("/team-a", json!({ "member": true })).unwrap();
+    let b = kit.connect("/team-b", json!({ "member": true })).unwrap();
+    assert_eq!(
+        kit.connect("/team-c", json!({ "member": false })),
+        Err(Refused(json!({ "message": "Invalid namespace" })))
+    );
+    assert_eq!(
+        kit.connect("/other", json!({ "member": true })),
+        Err(Refused(json!({ "message": "Invalid namespace" })))
+    );
+    assert_eq!(*created.lock().unwrap(), vec!["/team-a", "/team-b"]);
+    // The children inherited the parent's middleware and connection handler.
+    assert_eq!(kit.received(a)[0].args.args, vec![json!("/team-a")]);
+    assert_eq!(kit.received(b)[0].args.args, vec![json!("/team-b")]);
+    kit.emit_to(a, "/team-a", "shout", &"hi a", None);
+    assert_eq!(kit.received(a)[0].args.args, vec![json!("hi a")]);
+    assert!(kit.received(b).is_empty(), "namespaces stay apart");
+    // Leaving the only socket removes the child; asking again creates it anew.
+    kit.leave(a, "/team-a");
+    assert!(kit.join(a, "/team-a", json!({ "member": true })).is_ok());
+    assert_eq!(
+        *created.lock().unwrap(),
+        vec!["/team-a", "/team-b", "/team-a"]
+    );
+}

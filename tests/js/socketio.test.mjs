@@ -258,6 +258,20 @@ describe("socket.io-client with examples/echo", () => {
     assert.equal(err.description, 403);
   });
 
+  it("dynamic namespaces are created on demand and the parent broadcasts to every child", async () => {
+    const a = client(echo, "/team-a", { transports: ["websocket"] });
+    const b = client(echo, "/team-b", { transports: ["websocket"] });
+    await Promise.all([next(a, "connect"), next(b, "connect")]);
+    const news = [next(a, "news"), next(b, "news")];
+    a.emit("all-teams", "hello teams");
+    assert.deepEqual(await Promise.all(news), [["hello teams"], ["hello teams"]]);
+    const other = client(echo, "/other");
+    const [err] = await next(other, "connect_error");
+    assert.equal(err.message, "Invalid namespace");
+    a.disconnect();
+    b.disconnect();
+  });
+
   it("a graceful shutdown closes every client and the process exits with status 0", async () => {
     const server = await startServer("echo");
     const ws = client(server, "/", { transports: ["websocket"] });

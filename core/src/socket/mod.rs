@@ -237,6 +237,16 @@ pub enum Event {
         /// The reference's name for the cause, when it has one.
         context: &'static str,
     },
+    /// A client asks for a namespace that does not exist, and dynamic namespaces are on: answer
+    /// with [`Server::namespace_verdict`] (creating it with [`Server::namespace`] to let it in).
+    NamespaceRequest {
+        /// The connection.
+        session: SessionId,
+        /// The namespace asked for.
+        name: String,
+        /// The CONNECT payload.
+        auth: Value,
+    },
     /// A kept session expired: it can no longer be recovered.
     SessionExpired {
         /// Its private id.
@@ -345,6 +355,8 @@ struct Client {
     connect_deadline: Option<Instant>,
     /// The connection is being closed; nothing more is dispatched.
     closing: bool,
+    /// CONNECTs to unknown namespaces waiting for the application's word, with their payload.
+    asking: Vec<(String, Option<Value>)>,
 }
 
 #[derive(Debug)]
@@ -388,6 +400,10 @@ pub struct Server {
     recovery: Option<Recovery>,
     /// When the recovery timer is armed.
     recovery_timer: Option<Instant>,
+    /// Ask the application about unknown namespaces instead of refusing them.
+    dynamic_namespaces: bool,
+    /// Slots of removed namespaces, reused by new ones.
+    free_namespaces: Vec<NspId>,
     client_bundle: Option<ClientBundle>,
     /// Responses of the Socket.IO layer itself (the client bundle).
     transmits: VecDeque<Transmit>,
@@ -416,6 +432,8 @@ impl Server {
             events: VecDeque::new(),
             recovery: config.connection_state_recovery.map(Recovery::new),
             recovery_timer: None,
+            dynamic_namespaces: false,
+            free_namespaces: Vec::new(),
             client_bundle: config.serve_client,
             transmits: VecDeque::new(),
         };
@@ -438,15 +456,86 @@ impl Server {
         if let Some(id) = self.by_name.get(&name) {
             return *id;
         }
-        let id = NspId(self.namespaces.len() as u32);
-        self.namespaces.push(Namespace {
-            name: name.clone(),
-            sockets: BTreeSet::new(),
-            rooms: HashMap::new(),
-            next_ack: 0,
-        });
+        let id = match self.free_namespaces.pop() {
+            Some(id) => {
+                // The ack counter goes on, so that no id is reused while an old ack may be pending.
+                let slot = &mut self.namespaces[id.0 as usize];
+                slot.name = name.clone();
+                id
+            }
+            None => {
+                self.namespaces.push(Namespace {
+                    name: name.clone(),
+                    sockets: BTreeSet::new(),
+                    rooms: HashMap::new(),
+                    next_ack: 0,
+                });
+                NspId(self.namespaces.len() as u32 - 1)
+            }
+        };
         self.by_name.insert(name, id);
         id
+    }
+
+    /// Removes a namespace that has no socket left (`cleanupEmptyChildNamespaces`); false if it
+    /// still has sockets or is the main namespace.
+    pub fn remove_namespace(&mut self, nsp: NspId) -> bool {
+        let Some(namespace) = self.namespaces.get(nsp.0 as usize) else {
+            return false;
+        };
+        let pending = self.sockets.iter().any(|(_, s)| s.nsp == nsp);
+        if namespace.name == "/" || namespace.name.is_empty() || pending {
+            return false;
+        }
+        let name = std::mem::take(&mut self.namespaces[nsp.0 as usize].name);
+        self.by_name.remove(&name);
+        self.free_namespaces.push(nsp);
+        true
+    }
+
+    /// Turns on asking the application about unknown namespaces ([`Event::NamespaceRequest`]).
+    pub fn set_dynamic_namespaces(&mut self, on: bool) {
+        self.dynamic_namespaces = on;
+    }
+
+    /// The application's word on a [`Event::NamespaceRequest`]: with `true` (and the namespace
+    /// created) the connection goes on as for any namespace; with `false` the client gets
+    /// `Invalid namespace`.
+    pub fn namespace_verdict(
+        &mut self,
+        now: Instant,
+        session: SessionId,
+        name: &str,
+        allowed: bool,
+    ) {
+        let Some(client) = self.clients.get_mut(&session) else {
+            return;
+        };
+        let Some(i) = client.asking.iter().position(|(n, _)| n == name) else {
+            return;
+        };
+        let (name, auth) = client.asking.remove(i);
+        let packet = Packet {
+            kind: PacketType::Connect,
+            nsp: name,
+            id: None,
+            data: auth,
+            attachments: Vec::new(),
+        };
+        if allowed && self.find_namespace(&packet.nsp).is_some() {
+            self.on_connect(now, session, packet);
+        } else {
+            self.invalid_namespace(session, &packet.nsp);
+        }
+        self.pump(now);
+    }
+
+    fn invalid_namespace(&mut self, session: SessionId, name: &str) {
+        let mut error = Map::new();
+        error.insert("message".into(), Value::String("Invalid namespace".into()));
+        let text =
+            packet::encode_control(name, PacketType::ConnectError, Some(&Value::Object(error)));
+        let _ = self.engine.send_frame(session, Frame::text_message(&text));
     }
 
     /// The namespace called `name`, if it exists.
@@ -1029,6 +1118,7 @@ impl Server {
                             handshake: Arc::from(handshake),
                             connect_deadline: Some(at),
                             closing: false,
+                            asking: Vec::new(),
                         },
                     );
                 }
@@ -1127,14 +1217,26 @@ impl Server {
         }
         let handshake = client.handshake.clone();
         let Some(nsp) = self.find_namespace(&packet.nsp) else {
-            let mut error = Map::new();
-            error.insert("message".into(), Value::String("Invalid namespace".into()));
-            let text = packet::encode_control(
-                &packet.nsp,
-                PacketType::ConnectError,
-                Some(&Value::Object(error)),
-            );
-            let _ = self.engine.send_frame(session, Frame::text_message(&text));
+            if !self.dynamic_namespaces {
+                return self.invalid_namespace(session, &packet.nsp);
+            }
+            let asked = client.asking.iter().any(|(n, _)| *n == packet.nsp);
+            // Bounded: a client asking for many names at once waits for the answers.
+            if asked || client.asking.len() >= 16 {
+                return;
+            }
+            let auth = packet
+                .data
+                .clone()
+                .unwrap_or_else(|| Value::Object(Map::new()));
+            if let Some(client) = self.clients.get_mut(&session) {
+                client.asking.push((packet.nsp.clone(), packet.data));
+            }
+            self.push(Event::NamespaceRequest {
+                session,
+                name: packet.nsp,
+                auth,
+            });
             return;
         };
         let auth = packet.data.unwrap_or_else(|| Value::Object(Map::new()));

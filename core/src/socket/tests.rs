@@ -1122,3 +1122,52 @@ fn the_client_bundle_is_served_with_its_etag_and_nothing_else() {
         );
     }
 }
+
+#[test]
+fn dynamic_namespaces_are_asked_for_and_can_be_removed_when_empty() {
+    let mut h = Harness::new();
+    h.server.set_dynamic_namespaces(true);
+    let ws = h.ws();
+    h.send(ws, "40/dyn-1,{\"k\":1}");
+    let Some(Event::NamespaceRequest {
+        session,
+        name,
+        auth,
+    }) = h.events.pop()
+    else {
+        panic!("{:?}", h.events)
+    };
+    assert_eq!((name.as_str(), auth), ("/dyn-1", json!({"k": 1})));
+    assert!(
+        h.frames(ws).0.is_empty(),
+        "held until the application answers"
+    );
+    // Refused.
+    h.server.namespace_verdict(h.now, session, "/dyn-1", false);
+    h.drain();
+    assert_eq!(
+        h.frames(ws).0,
+        vec!["44/dyn-1,{\"message\":\"Invalid namespace\"}".to_owned()]
+    );
+    // Asked again and allowed: created, then connected as any namespace.
+    h.send(ws, "40/dyn-1,{\"k\":1}");
+    h.events.clear();
+    let nsp = h.server.namespace("/dyn-1");
+    h.server.namespace_verdict(h.now, session, "/dyn-1", true);
+    h.drain();
+    let (socket, _, auth) = h.take_connect();
+    assert_eq!(auth, json!({"k": 1}));
+    h.server.accept(h.now, socket).unwrap();
+    h.drain();
+    assert!(h.frames(ws).0[0].starts_with("40/dyn-1,{\"sid\":"));
+    assert!(!h.server.remove_namespace(nsp), "not while it has a socket");
+    h.send(ws, "41/dyn-1,");
+    assert!(h.server.remove_namespace(nsp));
+    assert_eq!(h.server.find_namespace("/dyn-1"), None);
+    // The slot is reused by the next namespace.
+    assert_eq!(h.server.namespace("/dyn-2"), nsp);
+    assert!(
+        !h.server
+            .remove_namespace(h.server.find_namespace("/").unwrap())
+    );
+}

@@ -190,6 +190,17 @@ async fn main() -> std::io::Result<()> {
         shutdown_signal().await;
         closer.close().await;
     });
+    // Dynamic namespaces: any `/team-<name>` is created on demand; a message to the parent reaches
+    // every team.
+    let teams = io.of_dynamic(|name, _auth| name.starts_with("/team-"));
+    let parent = teams.name().to_owned();
+    teams.on_connection(move |socket| {
+        let parent = parent.clone();
+        socket.on("all-teams", move |socket, text: String| {
+            let _ = socket.io().of(&parent).emit("news", &text);
+        });
+    });
+
     let listener = TcpListener::bind(("127.0.0.1", port)).await?;
     println!("listening on {}", listener.local_addr()?);
     io.serve(listener).await?;

@@ -29,6 +29,24 @@ use std::time::Instant;
 
 pub use sio_runtime::*;
 
+mod tower;
+pub use tower::{SioLayer, SioMiddleware, SioService};
+
+impl SocketIo {
+    /// A tower `Service` answering the Socket.IO requests, to route under the server's path
+    /// (`axum::Router::route_service("/socket.io/", io.service())`; the layer also covers the
+    /// client bundle under the path).
+    pub fn service(&self) -> SioService {
+        SioService::new(self)
+    }
+
+    /// A tower `Layer` sending the Socket.IO requests to sio and the others to the inner service
+    /// (`axum::Router::layer(io.layer())`).
+    pub fn layer(&self) -> SioLayer {
+        SioLayer::new(self)
+    }
+}
+
 /// The tokio [`Runtime`]: spawns on the current tokio runtime and reads tokio's clock, so that
 /// tokio's paused time drives sio's timers too.
 #[derive(Debug, Default, Clone, Copy)]

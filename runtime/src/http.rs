@@ -16,9 +16,10 @@ use sio_core::engine::{BodyError, RequestId};
 use crate::HyperTimer;
 use crate::driver::{App, Command, Outcome, Shared};
 
-/// The request was dropped on the core's word: hyper closes the connection without an answer.
+/// The request was dropped on the core's word (the reference destroys it): the server should close
+/// the connection without an answer (hyper does so for a service error).
 #[derive(Debug)]
-struct Aborted;
+pub struct Aborted;
 
 impl std::fmt::Display for Aborted {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -39,7 +40,7 @@ pub(crate) async fn serve_connection<A, I>(
 {
     let timer = HyperTimer(shared.runtime.clone());
     let limits = shared.limits.clone();
-    let service = service_fn(move |req| handle(shared.clone(), req, remote));
+    let service = service_fn(move |req: Request<Incoming>| handle(shared.clone(), req, remote));
     let mut builder = http1::Builder::new();
     builder
         .timer(timer)
@@ -65,11 +66,17 @@ impl<A: App> Drop for CloseGuard<A> {
     }
 }
 
-async fn handle<A: App>(
+/// Handles one request of any HTTP server whose body is an `http_body::Body` (hyper's, axum's, ...).
+/// A WebSocket upgrade needs the server's `hyper::upgrade::OnUpgrade` in the request's extensions.
+pub(crate) async fn handle<A: App, B>(
     shared: Arc<Shared<A>>,
-    mut req: Request<Incoming>,
+    mut req: Request<B>,
     remote: Option<SocketAddr>,
-) -> Result<Response<Full<Bytes>>, Aborted> {
+) -> Result<Response<Full<Bytes>>, Aborted>
+where
+    B: http_body::Body<Data = Bytes> + Send + 'static,
+    B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+{
     let on_upgrade = hyper::upgrade::on(&mut req);
     let (head, body) = req.into_parts();
     if let Some(fallback) = shared.fallback.get() {

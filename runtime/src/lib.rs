@@ -27,6 +27,7 @@ pub use bundle::{DEFAULT_CLIENT_DIR, load_client_bundle};
 pub use driver::{App, Core, Fallback, Limits};
 pub use engine::{EngineHandle, EngineHandler, EngineService, EngineSocket};
 pub use handshake::Handshake;
+pub use http::Aborted;
 pub use io::Compat;
 pub use listener::Listener;
 pub use sio_core;

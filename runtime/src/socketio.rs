@@ -1723,6 +1723,27 @@ impl SocketIo {
         crate::http::serve_connection(self.shared.clone(), io, remote).await
     }
 
+    /// Handles one request of any HTTP server (the entry point for mounting sio in a server of
+    /// your own). A WebSocket upgrade needs the server's `hyper::upgrade::OnUpgrade` in the
+    /// request's extensions, as hyper-based servers (axum, ...) put it. `Err` means: close the
+    /// connection without an answer, as the reference does for some bad requests.
+    pub async fn handle_request<B>(
+        &self,
+        request: http::Request<B>,
+        remote: Option<SocketAddr>,
+    ) -> Result<http::Response<http_body_util::Full<bytes::Bytes>>, crate::Aborted>
+    where
+        B: http_body::Body<Data = bytes::Bytes> + Send + 'static,
+        B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+    {
+        crate::http::handle(self.shared.clone(), request, remote).await
+    }
+
+    /// The path the server answers on (`/socket.io/` by default).
+    pub fn path(&self) -> &str {
+        &self.shared.path
+    }
+
     /// Answers every HTTP request outside the server's path (by default they get 404): the
     /// application's page, say. Set it once, before serving.
     pub fn fallback<F>(&self, handler: F)

@@ -165,6 +165,41 @@ type AllowRequest = Arc<
 >;
 type ConnectionErrorHandler = Arc<dyn Fn(sio_core::engine::ErrorCode, &str, &str) + Send + Sync>;
 type NamespaceMatcher = Arc<dyn Fn(&str, &Value) -> bool + Send + Sync>;
+type ServerSideHandler = Arc<dyn Fn(&mut IoRef<'_>, Payload) + Send + Sync>;
+
+/// What the server needs from its adapter beyond its own sockets: the other servers of a cluster.
+/// A cluster adapter implements it; the default is [`InMemoryAdapter`], a single server.
+pub trait Adapter: Send + 'static {
+    /// How many servers the cluster has, this one included.
+    fn server_count(&self) -> usize;
+    /// Sends a server-side event to the other servers; `Ok` with their answers once every one
+    /// answered or `timeout` passed (cluster adapters answer asynchronously through the driver).
+    fn server_side_emit(
+        &mut self,
+        event: &str,
+        args: &Payload,
+        timeout: Duration,
+    ) -> Result<Vec<Payload>, EmitError>;
+}
+
+/// The adapter of a single server: no other server to reach.
+#[derive(Debug, Default)]
+pub struct InMemoryAdapter;
+
+impl Adapter for InMemoryAdapter {
+    fn server_count(&self) -> usize {
+        1
+    }
+
+    fn server_side_emit(
+        &mut self,
+        _: &str,
+        _: &Payload,
+        _: Duration,
+    ) -> Result<Vec<Payload>, EmitError> {
+        Ok(Vec::new())
+    }
+}
 type NewNamespaceHandler = Arc<dyn Fn(&str) + Send + Sync>;
 
 /// A dynamic parent namespace: a matcher, the handlers its children copy when created, and the
@@ -232,6 +267,9 @@ struct State {
     parents: Vec<Parent>,
     new_namespace: Vec<NewNamespaceHandler>,
     cleanup_empty_children: bool,
+    adapter: Box<dyn Adapter>,
+    /// Handlers of events from the other servers (none arrive with the in-memory adapter).
+    server_side: HashMap<String, ServerSideHandler>,
     runtime: Arc<dyn Runtime>,
     shared: Arc<OnceLock<Weak<Shared<SioApp>>>>,
 }
@@ -271,6 +309,8 @@ impl SioApp {
                 parents: Vec::new(),
                 new_namespace: Vec::new(),
                 cleanup_empty_children: false,
+                adapter: Box::new(InMemoryAdapter),
+                server_side: HashMap::new(),
                 runtime,
                 shared: cell,
             },
@@ -1657,6 +1697,62 @@ impl SocketIo {
     /// Removes a child of a dynamic namespace when its last socket leaves.
     pub fn cleanup_empty_child_namespaces(&self, on: bool) {
         self.register(move |app| app.state.cleanup_empty_children = on);
+    }
+
+    /// Sends an event to the other servers of the cluster (`serverSideEmit`); their handlers
+    /// registered with [`SocketIo::on_server_side`] get it. With the in-memory adapter there is no
+    /// other server: nothing is sent, as in the reference. `connect`, `connection` and
+    /// `new_namespace` are refused.
+    pub async fn server_side_emit<T: Serialize + ?Sized>(
+        &self,
+        event: &str,
+        args: &T,
+    ) -> Result<(), EmitError> {
+        self.server_side_emit_with_ack(event, args, Duration::ZERO)
+            .await
+            .map(|_| ())
+    }
+
+    /// Like [`SocketIo::server_side_emit`], collecting one answer per other server until
+    /// `timeout`; with the in-memory adapter the answer is at once an empty list.
+    pub async fn server_side_emit_with_ack<T: Serialize + ?Sized>(
+        &self,
+        event: &str,
+        args: &T,
+        timeout: Duration,
+    ) -> Result<Vec<Payload>, EmitError> {
+        const RESERVED: [&str; 3] = ["connect", "connection", "new_namespace"];
+        if RESERVED.contains(&event) {
+            return Err(EmitError::Command(CommandError::ReservedEvent(
+                event.to_owned(),
+            )));
+        }
+        let payload = Payload::from_args(args)?;
+        let event = event.to_owned();
+        on_driver(&self.shared, move |io| {
+            io.state.adapter.server_side_emit(&event, &payload, timeout)
+        })
+        .await
+        .unwrap_or(Err(EmitError::Closed))
+    }
+
+    /// Handles an event another server sent with `server_side_emit`.
+    pub fn on_server_side<F>(&self, event: &str, handler: F)
+    where
+        F: Fn(&mut IoRef<'_>, Payload) + Send + Sync + 'static,
+    {
+        let event = event.to_owned();
+        let handler: ServerSideHandler = Arc::new(handler);
+        self.register(move |app| {
+            app.state.server_side.insert(event, handler);
+        });
+    }
+
+    /// The number of servers in the cluster (1 with the in-memory adapter).
+    pub async fn server_count(&self) -> usize {
+        self.with(|io| io.state.adapter.server_count())
+            .await
+            .unwrap_or(1)
     }
 
     /// Called for each request refused with an Engine.IO error (`connection_error` in the

@@ -297,6 +297,20 @@ impl TestKit {
         }
     }
 
+    /// Runs a future of the server's async API (`kit.io().to("room").emit(...)`, ...) to its end,
+    /// letting the server work in between. Panics if it cannot finish without the clock moving.
+    pub fn block_on<F: std::future::Future>(&mut self, future: F) -> F::Output {
+        let mut future = std::pin::pin!(future);
+        let mut cx = Context::from_waker(Waker::noop());
+        for _ in 0..1000 {
+            if let Poll::Ready(output) = future.as_mut().poll(&mut cx) {
+                return output;
+            }
+            self.run();
+        }
+        panic!("the future did not finish: does it wait for time to pass?");
+    }
+
     /// Moves the virtual clock forward, firing each timer at its own instant.
     pub fn advance(&mut self, by: Duration) {
         let target = self.now() + by;

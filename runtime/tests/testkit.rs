@@ -295,3 +295,27 @@ fn dynamic_namespaces_copy_the_parent_and_broadcast_through_it() {
         vec!["/team-a", "/team-b", "/team-a"]
     );
 }
+
+#[test]
+fn server_side_emit_reaches_no_other_server_and_refuses_reserved_names() {
+    let mut kit = TestKit::new(ServerConfig::default());
+    kit.io().on_server_side("ping", |_io, _args| {
+        panic!("no other server sends anything")
+    });
+    let io = kit.io().clone();
+    assert_eq!(kit.block_on(io.server_count()), 1);
+    assert!(kit.block_on(io.server_side_emit("ping", &1)).is_ok());
+    let answers = kit.block_on(io.server_side_emit_with_ack("ping", &1, Duration::from_secs(1)));
+    assert_eq!(answers.unwrap(), Vec::<Payload>::new());
+    for reserved in ["connect", "connection", "new_namespace"] {
+        let refused = kit.block_on(io.server_side_emit(reserved, &()));
+        assert!(
+            matches!(&refused, Err(sio_runtime::EmitError::Command(e)) if e.to_string().contains(reserved)),
+            "{refused:?}"
+        );
+    }
+    // The async API works through the kit too: a broadcast to a room.
+    let client = kit.connect("/", json!({})).unwrap();
+    kit.block_on(io.emit("hello", &"everyone")).unwrap();
+    assert_eq!(kit.received(client)[0].event, "hello");
+}

@@ -33,8 +33,8 @@ pub use listener::Listener;
 pub use sio_core;
 pub use sio_core::engine::Handshake as EngineHandshake;
 pub use sio_core::engine::{
-    CloseReason, CookieConfig, CorsConfig, CorsOrigin, EngineConfig, ErrorCode, Frame, Message,
-    SessionId, Sid, Transport, Transports,
+    CloseReason, CookieConfig, CorsConfig, CorsOrigin, EngineConfig, ErrorCode, Frame, HeadersHook,
+    Message, SessionId, Sid, Transport, Transports,
 };
 pub use sio_core::socket::{
     ClientBundle, DisconnectReason, Payload, PayloadError, RecoveryConfig, ServerConfig,

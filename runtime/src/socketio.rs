@@ -1755,6 +1755,17 @@ impl SocketIo {
             .unwrap_or(1)
     }
 
+    /// Adds headers to the responses of sessions, the WebSocket 101 included (`headers` and,
+    /// when `initial` is true, `initial_headers` in the reference). Gets the headers to fill, the
+    /// request's headers, and whether the response is the first of its session.
+    pub fn on_headers<F>(&self, hook: F)
+    where
+        F: Fn(&mut http::HeaderMap, &http::HeaderMap, bool) + Send + Sync + 'static,
+    {
+        let hook = sio_core::engine::HeadersHook(Arc::new(hook));
+        self.register(move |app| app.server.set_headers_hook(Some(hook)));
+    }
+
     /// Called for each request refused with an Engine.IO error (`connection_error` in the
     /// reference): the code, the message sent, and the cause when the reference names one.
     pub fn on_connection_error<F>(&self, handler: F)

@@ -101,6 +101,23 @@ pub struct EngineConfig {
     pub cookie: Option<CookieConfig>,
     /// CORS headers on every response of the server's path, and answers to preflight requests.
     pub cors: Option<CorsConfig>,
+    /// Adds headers to the responses of sessions, the 101 of WebSockets included (`headers` in
+    /// the reference, and `initial_headers` for the first response of a session).
+    pub headers: Option<HeadersHook>,
+}
+
+/// Called with the response headers to fill, the request's headers, and whether the response is
+/// the first of its session (the handshake).
+#[derive(Clone)]
+pub struct HeadersHook(pub Arc<HeadersFn>);
+
+/// The function of a [`HeadersHook`].
+pub type HeadersFn = dyn Fn(&mut http::HeaderMap, &http::HeaderMap, bool) + Send + Sync;
+
+impl std::fmt::Debug for HeadersHook {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("HeadersHook(..)")
+    }
 }
 
 /// The cookie of the polling handshake (used by load balancers for sticky sessions).
@@ -202,6 +219,7 @@ impl Default for EngineConfig {
             initial_packet: None,
             cookie: None,
             cors: None,
+            headers: None,
         }
     }
 }

@@ -41,7 +41,9 @@ use bytes::Bytes;
 use bytestring::ByteString;
 use slab::Slab;
 
-pub use self::config::{CookieConfig, CorsConfig, CorsOrigin, EngineConfig, Transport, Transports};
+pub use self::config::{
+    CookieConfig, CorsConfig, CorsOrigin, EngineConfig, HeadersHook, Transport, Transports,
+};
 pub use self::http::ErrorCode;
 use self::http::Query;
 pub use self::packet::{DecodeError, Frame, Message, Packet};
@@ -305,6 +307,20 @@ impl Engine {
         self.config.allow_request = ask;
     }
 
+    /// Sets the hook that adds headers to the responses of sessions.
+    pub fn set_headers_hook(&mut self, hook: Option<HeadersHook>) {
+        self.config.headers = hook;
+    }
+
+    /// Lets the application's hook add headers to the response of `request`.
+    fn hook_headers(&mut self, request: RequestId, request_headers: &HeaderMap, initial: bool) {
+        if let Some(hook) = self.config.headers.clone() {
+            let mut headers = HeaderMap::new();
+            (hook.0)(&mut headers, request_headers, initial);
+            self.add_headers(request, headers);
+        }
+    }
+
     /// The application's word on a handshake announced by [`EngineEvent::AllowRequest`]: `Err`
     /// refuses it with 403, code 4 and the message.
     pub fn allow_request(&mut self, now: Instant, request: RequestId, verdict: Result<(), String>) {
@@ -535,9 +551,11 @@ impl Engine {
                     (Transport::WebSocket, Some(sid)) => Role::WsUpgradePending(sid),
                     _ => Role::WsReject,
                 };
+                self.hook_headers(request, &head.headers, false);
                 self.accept_websocket(request, role);
                 return;
             }
+            self.hook_headers(request, &head.headers, false);
             match head.method {
                 Method::GET => self.on_poll(request, session),
                 Method::POST => self.on_post(request, session, &head.headers),
@@ -593,6 +611,8 @@ impl Engine {
             );
         }
         let transport = pending.handshake.transport;
+        let request_headers = pending.handshake.headers.clone();
+        self.hook_headers(request, &request_headers, true);
         if pending.upgrade {
             if let Some(message) = pending.ws_error {
                 self.respond(request, self::http::upgrade_error_response(message));

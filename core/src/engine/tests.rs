@@ -1095,3 +1095,51 @@ fn cors_answers_preflights_and_marks_every_response() {
     assert_eq!(header(&res, "access-control-allow-origin"), "");
     assert_eq!(header(&res, "vary"), "Origin");
 }
+
+#[test]
+fn the_headers_hook_marks_session_responses_and_the_handshake() {
+    let hook = HeadersHook(std::sync::Arc::new(
+        |headers: &mut HeaderMap, request: &HeaderMap, initial: bool| {
+            let value = if initial { "initial" } else { "later" };
+            headers.insert("x-phase", HeaderValue::from_static(value));
+            if let Some(trace) = request.get("x-trace") {
+                headers.insert("x-trace", trace.clone());
+            }
+        },
+    ));
+    let mut h = Harness::with(EngineConfig {
+        headers: Some(hook),
+        ..config()
+    });
+    let r = h.request(
+        "GET",
+        "/engine.io/?EIO=4&transport=polling",
+        &[("x-trace", "t1")],
+    );
+    let res = h.response(r);
+    assert_eq!(res.headers()["x-phase"], "initial");
+    assert_eq!(res.headers()["x-trace"], "t1");
+    let sid = std::str::from_utf8(res.body()).unwrap()[9..29].to_owned();
+    let r = h.post(&sid, "4x");
+    assert_eq!(h.response(r).headers()["x-phase"], "later");
+    // The 101 of a WebSocket handshake carries them too.
+    let r = h.request(
+        "GET",
+        "/engine.io/?EIO=4&transport=websocket",
+        &Harness::ws_headers(),
+    );
+    let accept = h
+        .transmits
+        .iter()
+        .find_map(|t| match t {
+            Transmit::AcceptWebSocket { request, headers } if *request == r => {
+                Some(headers.clone())
+            }
+            _ => None,
+        })
+        .unwrap();
+    assert_eq!(accept["x-phase"], "initial");
+    // Refusals do not run the hook.
+    let r = h.get("/engine.io/?EIO=4&transport=nope");
+    assert!(h.response(r).headers().get("x-phase").is_none());
+}

@@ -643,6 +643,11 @@ impl Server {
         self.engine.set_allow_request(ask);
     }
 
+    /// See [`Engine::set_headers_hook`].
+    pub fn set_headers_hook(&mut self, hook: Option<crate::engine::HeadersHook>) {
+        self.engine.set_headers_hook(hook);
+    }
+
     /// See [`Engine::allow_request`].
     pub fn allow_request(&mut self, now: Instant, request: RequestId, verdict: Result<(), String>) {
         self.engine.allow_request(now, request, verdict);

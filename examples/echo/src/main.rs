@@ -53,6 +53,12 @@ async fn main() -> std::io::Result<()> {
             false => Ok(()),
         }
     });
+    // A header on the first response of each session (`initial_headers`).
+    io.on_headers(|headers, _request, initial| {
+        if initial {
+            headers.insert("x-sio-initial", http::HeaderValue::from_static("1"));
+        }
+    });
     io.on_connection_error(|code, message, _context| {
         println!("connection error: {} {message}", code as u8);
     });

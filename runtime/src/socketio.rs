@@ -1755,6 +1755,16 @@ impl SocketIo {
             .unwrap_or(1)
     }
 
+    /// Makes the Engine.IO session ids (`generateId`): up to 32 URL-safe characters, unique; an
+    /// `Err`, a malformed or a taken id refuses the handshake with 400 and code 3.
+    pub fn generate_id<F>(&self, generate: F)
+    where
+        F: Fn(&sio_core::engine::Handshake) -> Result<String, String> + Send + Sync + 'static,
+    {
+        let hook = sio_core::engine::IdHook(Arc::new(generate));
+        self.register(move |app| app.server.set_generate_id(Some(hook)));
+    }
+
     /// Adds headers to the responses of sessions, the WebSocket 101 included (`headers` and,
     /// when `initial` is true, `initial_headers` in the reference). Gets the headers to fill, the
     /// request's headers, and whether the response is the first of its session.

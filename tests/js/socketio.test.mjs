@@ -242,6 +242,7 @@ describe("socket.io-client with examples/echo", () => {
     const sid = JSON.parse((await open.text()).slice(1)).sid;
     assert.equal(open.headers.get("access-control-allow-origin"), "http://allowed.example");
     assert.equal(open.headers.get("set-cookie"), `io=${sid}; Path=/; HttpOnly; SameSite=Lax`);
+    assert.match(sid, /^echo-[0-9a-f]{16}$/, "generate_id");
     assert.equal(open.headers.get("x-sio-initial"), "1", "initial_headers");
     const later = await fetch(`${echo.url}/socket.io/?EIO=4&transport=polling&sid=${sid}`, { method: "POST", body: "3" });
     assert.equal(await later.text(), "ok");

@@ -104,6 +104,23 @@ pub struct EngineConfig {
     /// Adds headers to the responses of sessions, the 101 of WebSockets included (`headers` in
     /// the reference, and `initial_headers` for the first response of a session).
     pub headers: Option<HeadersHook>,
+    /// Makes the session ids instead of the built-in generator (`generateId`); see [`IdHook`].
+    pub generate_id: Option<IdHook>,
+}
+
+/// Makes a session id for a handshake: up to 32 URL-safe characters, unique among the open
+/// sessions (ids must also be unique across a cluster). `Err`, or an id that is malformed or taken,
+/// refuses the handshake with 400, code 3 (`ID_GENERATION_ERROR`).
+#[derive(Clone)]
+pub struct IdHook(pub Arc<IdFn>);
+
+/// The function of an [`IdHook`].
+pub type IdFn = dyn Fn(&crate::engine::Handshake) -> Result<String, String> + Send + Sync;
+
+impl std::fmt::Debug for IdHook {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("IdHook(..)")
+    }
 }
 
 /// Called with the response headers to fill, the request's headers, and whether the response is
@@ -220,6 +237,7 @@ impl Default for EngineConfig {
             cookie: None,
             cors: None,
             headers: None,
+            generate_id: None,
         }
     }
 }

@@ -42,7 +42,7 @@ use bytestring::ByteString;
 use slab::Slab;
 
 pub use self::config::{
-    CookieConfig, CorsConfig, CorsOrigin, EngineConfig, HeadersHook, Transport, Transports,
+    CookieConfig, CorsConfig, CorsOrigin, EngineConfig, HeadersHook, IdHook, Transport, Transports,
 };
 pub use self::http::ErrorCode;
 use self::http::Query;
@@ -240,8 +240,8 @@ enum Role {
     Poll(SessionId),
     /// A POST waiting for its body.
     Post(SessionId),
-    /// An accepted WebSocket that will open a new session.
-    WsHandshake(Box<Handshake>),
+    /// An accepted WebSocket that will open a new session with this id.
+    WsHandshake(Box<Handshake>, Sid),
     /// An accepted WebSocket that will try to upgrade the session with this id.
     WsUpgradePending(Sid),
     /// An accepted WebSocket that is closed as soon as it opens.
@@ -305,6 +305,11 @@ impl Engine {
     /// Turns on or off asking the application before each handshake.
     pub fn set_allow_request(&mut self, ask: bool) {
         self.config.allow_request = ask;
+    }
+
+    /// Sets the hook that makes session ids (`None`: the built-in generator).
+    pub fn set_generate_id(&mut self, hook: Option<IdHook>) {
+        self.config.generate_id = hook;
     }
 
     /// Sets the hook that adds headers to the responses of sessions.
@@ -611,22 +616,48 @@ impl Engine {
             );
         }
         let transport = pending.handshake.transport;
-        let request_headers = pending.handshake.headers.clone();
-        self.hook_headers(request, &request_headers, true);
         if pending.upgrade {
             if let Some(message) = pending.ws_error {
                 self.respond(request, self::http::upgrade_error_response(message));
                 return;
             }
+        }
+        let Some(sid) = self.new_sid(&pending.handshake) else {
+            return self.refuse(
+                request,
+                pending.upgrade,
+                ErrorCode::BadRequest,
+                None,
+                "ID_GENERATION_ERROR",
+            );
+        };
+        let request_headers = pending.handshake.headers.clone();
+        self.hook_headers(request, &request_headers, true);
+        if pending.upgrade {
             let role = match transport {
-                Transport::WebSocket => Role::WsHandshake(pending.handshake),
+                Transport::WebSocket => Role::WsHandshake(pending.handshake, sid),
                 Transport::Polling => Role::WsReject,
             };
             self.accept_websocket(request, role);
             return;
         }
-        let session = self.open_session(now, request, Transport::Polling, pending.handshake);
+        let session = self.open_session(now, request, Transport::Polling, pending.handshake, sid);
         self.flush(session, false);
+    }
+
+    /// A fresh session id: the application's, or from the generator.
+    fn new_sid(&mut self, handshake: &Handshake) -> Option<Sid> {
+        if let Some(hook) = &self.config.generate_id {
+            let sid = (hook.0)(handshake).ok().and_then(|id| Sid::parse(&id))?;
+            return (!self.by_sid.contains_key(&sid)).then_some(sid);
+        }
+        let mut sid = self.ids.next_sid();
+        // Ids are random; a collision with a live session is astronomically unlikely but cheap to
+        // rule out.
+        while self.by_sid.contains_key(&sid) {
+            sid = self.ids.next_sid();
+        }
+        Some(sid)
     }
 
     /// The body of a POST that the engine asked for with [`Transmit::ReadBody`].
@@ -704,8 +735,14 @@ impl Engine {
             return;
         };
         match role {
-            Role::WsHandshake(handshake) => {
-                self.open_session(now, request, Transport::WebSocket, handshake);
+            Role::WsHandshake(handshake, sid) => {
+                // A custom id taken meanwhile: the session cannot open.
+                if self.by_sid.contains_key(&sid) {
+                    self.transmits
+                        .push_back(Transmit::CloseWebSocket { request });
+                    return;
+                }
+                self.open_session(now, request, Transport::WebSocket, handshake, sid);
             }
             Role::WsUpgradePending(sid) => {
                 let usable = self.by_sid.get(&sid).copied().filter(|id| {
@@ -857,13 +894,8 @@ impl Engine {
         request: RequestId,
         transport: Transport,
         handshake: Box<Handshake>,
+        sid: Sid,
     ) -> SessionId {
-        let mut sid = self.ids.next_sid();
-        // Ids are random; a collision with a live session is astronomically unlikely but cheap to
-        // rule out.
-        while self.by_sid.contains_key(&sid) {
-            sid = self.ids.next_sid();
-        }
         self.next_generation = self.next_generation.wrapping_add(1);
         let generation = self.next_generation;
         let mut session = Session::new(sid, generation, transport);
@@ -1168,7 +1200,7 @@ impl Engine {
                 self.requests.insert(request, Role::WsUpgrade(id));
                 self.cancel_upgrade(id, false);
             }
-            Role::WsHandshake(_)
+            Role::WsHandshake(..)
             | Role::WsUpgradePending(_)
             | Role::WsReject
             | Role::AwaitingApproval(_) => {}

@@ -5,26 +5,45 @@ use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use rand_chacha::ChaCha20Rng;
 use rand_core::{Rng, SeedableRng};
 
-/// An Engine.IO session id: 20 characters of the base64url alphabet.
+/// An Engine.IO session id: 20 characters of the base64url alphabet when generated here, or up to
+/// [`Sid::MAX_LEN`] URL-safe characters (`A-Z a-z 0-9 - _ . ~`) from an application's generator.
 ///
 /// It authorises every polling request of its session, so it is treated as a secret.
 #[derive(Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
-pub struct Sid([u8; 20]);
+pub struct Sid {
+    len: u8,
+    bytes: [u8; Sid::MAX_LEN],
+}
 
 impl Sid {
+    /// The longest id accepted.
+    pub const MAX_LEN: usize = 32;
+
     /// The id as a string.
     pub fn as_str(&self) -> &str {
-        // Only built from base64url output or validated input, so always ASCII.
-        std::str::from_utf8(&self.0).unwrap_or_default()
+        // Only built from checked ASCII, so always valid.
+        std::str::from_utf8(&self.bytes[..self.len as usize]).unwrap_or_default()
     }
 
-    /// Parses a session id received from a client; `None` unless it has the exact shape of an id.
+    /// Parses a session id (received from a client, or made by an application's generator); `None`
+    /// unless it has the shape of an id.
     pub fn parse(s: &str) -> Option<Sid> {
-        let bytes: [u8; 20] = s.as_bytes().try_into().ok()?;
-        bytes
+        let raw = s.as_bytes();
+        if raw.is_empty() || raw.len() > Sid::MAX_LEN {
+            return None;
+        }
+        if !raw
             .iter()
-            .all(|b| b.is_ascii_alphanumeric() || *b == b'-' || *b == b'_')
-            .then_some(Sid(bytes))
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.' | b'~'))
+        {
+            return None;
+        }
+        let mut bytes = [0u8; Sid::MAX_LEN];
+        bytes[..raw.len()].copy_from_slice(raw);
+        Some(Sid {
+            len: raw.len() as u8,
+            bytes,
+        })
     }
 }
 
@@ -69,12 +88,12 @@ impl IdGenerator {
         let mut raw = [0u8; 15];
         self.rng.fill_bytes(&mut raw[..12]);
         raw[12..].copy_from_slice(&self.sequence.to_be_bytes()[1..]);
-        let mut out = [0u8; 20];
+        let mut bytes = [0u8; Sid::MAX_LEN];
         let written = URL_SAFE_NO_PAD
-            .encode_slice(raw, &mut out)
+            .encode_slice(raw, &mut bytes[..20])
             .unwrap_or_default();
         debug_assert_eq!(written, 20);
-        Sid(out)
+        Sid { len: 20, bytes }
     }
 }
 
@@ -98,9 +117,10 @@ mod tests {
     #[test]
     fn parse_rejects_anything_but_an_id() {
         assert_eq!(Sid::parse(""), None);
-        assert_eq!(Sid::parse("short"), None);
         assert_eq!(Sid::parse("aaaaaaaaaaaaaaaaaaa="), None);
         assert_eq!(Sid::parse("aaaaaaaaaaaaaaaaaaaé"), None);
+        assert_eq!(Sid::parse(&"a".repeat(33)), None);
         assert!(Sid::parse("aaaaaaaaaaaaaaaaaa-_").is_some());
+        assert_eq!(Sid::parse("my-id.1~x").unwrap().as_str(), "my-id.1~x");
     }
 }

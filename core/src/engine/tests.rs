@@ -1143,3 +1143,50 @@ fn the_headers_hook_marks_session_responses_and_the_handshake() {
     let r = h.get("/engine.io/?EIO=4&transport=nope");
     assert!(h.response(r).headers().get("x-phase").is_none());
 }
+
+#[test]
+fn generate_id_makes_the_session_ids_and_its_failures_refuse_the_handshake() {
+    let counter = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let seen = counter.clone();
+    let hook = IdHook(std::sync::Arc::new(move |handshake: &Handshake| {
+        let n = seen.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        match (handshake.uri.query().unwrap_or("").contains("fail"), n) {
+            (true, _) => Err("no id for you".into()),
+            // The third call repeats the first id.
+            (false, 2) => Ok("user-0".into()),
+            (false, n) => Ok(format!("user-{n}")),
+        }
+    }));
+    let mut h = Harness::with(EngineConfig {
+        generate_id: Some(hook),
+        ..config()
+    });
+    let r = h.get("/engine.io/?EIO=4&transport=polling");
+    assert!(h.body(r).starts_with("0{\"sid\":\"user-0\","));
+    let ws = h.ws("/engine.io/?EIO=4&transport=websocket");
+    assert!(h.frames(ws).0[0].starts_with("0{\"sid\":\"user-1\","));
+    let r = h.get("/engine.io/?EIO=4&transport=polling");
+    assert_eq!(
+        error_body(&h.response(r)),
+        (400, r#"{"code":3,"message":"Bad request"}"#),
+        "a taken id"
+    );
+    let r = h.get("/engine.io/?EIO=4&transport=polling&fail=1");
+    assert_eq!(error_body(&h.response(r)).0, 400);
+    let contexts: Vec<&str> = h
+        .events
+        .iter()
+        .filter_map(|e| match e {
+            EngineEvent::ConnectionError { context, .. } => Some(*context),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(contexts, vec!["ID_GENERATION_ERROR", "ID_GENERATION_ERROR"]);
+    // The custom ids work for polling requests.
+    let r = h.poll("user-0");
+    h.engine
+        .send(h.engine_session("user-0"), Message::Text("x".into()))
+        .unwrap();
+    h.drain();
+    assert_eq!(h.body(r), "4x");
+}

@@ -643,6 +643,11 @@ impl Server {
         self.engine.set_allow_request(ask);
     }
 
+    /// See [`Engine::set_generate_id`].
+    pub fn set_generate_id(&mut self, hook: Option<crate::engine::IdHook>) {
+        self.engine.set_generate_id(hook);
+    }
+
     /// See [`Engine::set_headers_hook`].
     pub fn set_headers_hook(&mut self, hook: Option<crate::engine::HeadersHook>) {
         self.engine.set_headers_hook(hook);

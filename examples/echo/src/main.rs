@@ -53,6 +53,15 @@ async fn main() -> std::io::Result<()> {
             false => Ok(()),
         }
     });
+    // Session ids of our own making (`generateId`): a prefix and 64 unpredictable bits (SipHash
+    // keyed at random by the standard library).
+    let counter = std::sync::atomic::AtomicU64::new(0);
+    let keys = std::collections::hash_map::RandomState::new();
+    io.generate_id(move |_handshake| {
+        use std::hash::BuildHasher;
+        let n = counter.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        Ok(format!("echo-{:016x}", keys.hash_one(n)))
+    });
     // A header on the first response of each session (`initial_headers`).
     io.on_headers(|headers, _request, initial| {
         if initial {

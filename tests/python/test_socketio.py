@@ -150,3 +150,44 @@ def test_server_disconnect_reason(echo):
     sid = other.get_sid()
     other.disconnect()
     echo.wait_for_line(rf"^{sid} disconnected: client namespace disconnect$")
+
+
+def test_allow_request_refusal_and_dynamic_namespaces(echo):
+    rec = Recorder()
+    refused = client(rec)
+    with pytest.raises(socketio.exceptions.ConnectionError):
+        refused.connect(f"{echo.url}?banned=1", transports=["polling"], wait_timeout=5)
+    echo.wait_for_line(r"^connection error: 4 banned$")
+
+    team = client(rec, namespaces=("/team-py",))
+    team.on("news", lambda text: rec.put(("/team-py", "news"), text), namespace="/team-py")
+    team.connect(echo.url, namespaces=["/team-py"], transports=["websocket"], wait_timeout=5)
+    try:
+        team.emit("all-teams", "from python", namespace="/team-py")
+        assert rec.get(("/team-py", "news")) == ("from python",)
+    finally:
+        team.disconnect()
+    with pytest.raises(socketio.exceptions.ConnectionError):
+        client(rec, namespaces=("/other",)).connect(
+            echo.url, namespaces=["/other"], transports=["websocket"], wait_timeout=5
+        )
+
+
+def test_disconnect_sockets_of_a_room(echo):
+    rec = [Recorder(), Recorder()]
+    members = [client(r) for r in rec]
+    for member in members:
+        member.connect(echo.url, transports=["websocket"], wait_timeout=5)
+        member.call("join", "py-room", timeout=5)
+    ids = sorted(m.get_sid() for m in members)
+    caller = client(Recorder())
+    caller.connect(echo.url, transports=["websocket"], wait_timeout=5)
+    try:
+        assert caller.call("fetch", "py-room", timeout=5) == ids
+        caller.emit("kick", "py-room")
+        for r in rec:
+            (reason,) = r.get(("/", "disconnect"))
+            assert reason == socketio.Client.reason.SERVER_DISCONNECT
+        assert caller.call("fetch", "py-room", timeout=5) == []
+    finally:
+        caller.disconnect()

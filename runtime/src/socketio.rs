@@ -164,7 +164,25 @@ type AllowRequest = Arc<
         + Sync,
 >;
 type ConnectionErrorHandler = Arc<dyn Fn(sio_core::engine::ErrorCode, &str, &str) + Send + Sync>;
-type NamespaceMatcher = Arc<dyn Fn(&str, &Value) -> bool + Send + Sync>;
+/// Decides whether a name (with the client's auth payload) belongs to a dynamic parent.
+#[derive(Clone)]
+enum NamespaceMatcher {
+    Sync(Arc<SyncMatcher>),
+    Async(Arc<AsyncMatcher>),
+}
+
+type SyncMatcher = dyn Fn(&str, &Value) -> bool + Send + Sync;
+type AsyncMatcher =
+    dyn Fn(String, Value) -> Pin<Box<dyn Future<Output = bool> + Send>> + Send + Sync;
+
+impl NamespaceMatcher {
+    async fn matches(&self, name: &str, auth: &Value) -> bool {
+        match self {
+            NamespaceMatcher::Sync(f) => f(name, auth),
+            NamespaceMatcher::Async(f) => f(name.to_owned(), auth.clone()).await,
+        }
+    }
+}
 type ServerSideHandler = Arc<dyn Fn(&mut IoRef<'_>, Payload) + Send + Sync>;
 
 /// What the server needs from its adapter beyond its own sockets: the other servers of a cluster.
@@ -506,32 +524,45 @@ impl<'a> IoRef<'a> {
                 name,
                 auth,
             } => {
-                // Parents are tried in the order they were registered; the first match wins.
-                let parent = self
+                let matchers: Vec<NamespaceMatcher> = self
                     .state
                     .parents
                     .iter()
-                    .position(|p| (p.matcher)(&name, &auth));
-                let Some(parent) = parent else {
-                    self.server
-                        .namespace_verdict(self.now, session, &name, false);
+                    .map(|p| p.matcher.clone())
+                    .collect();
+                if matchers
+                    .iter()
+                    .all(|m| matches!(m, NamespaceMatcher::Sync(_)))
+                {
+                    let parent = matchers.iter().position(|m| match m {
+                        NamespaceMatcher::Sync(f) => f(&name, &auth),
+                        NamespaceMatcher::Async(_) => false,
+                    });
+                    self.admit_child(session, &name, parent);
                     return;
-                };
-                // The child copies the parent's middlewares and connection handlers now.
-                let handlers = self
-                    .state
-                    .namespaces
-                    .get(&self.state.parents[parent].name)
-                    .cloned()
-                    .unwrap_or_default();
-                self.state.namespaces.insert(name.clone(), handlers);
-                self.state.parents[parent].children.push(name.clone());
-                self.server.namespace(&name);
-                for handler in self.state.new_namespace.clone() {
-                    handler(&name);
                 }
-                self.server
-                    .namespace_verdict(self.now, session, &name, true);
+                // An async matcher: decided on a task, answered through a command.
+                let shared = self.shared();
+                self.state.runtime.spawn(Box::pin(async move {
+                    let mut parent = None;
+                    for (i, matcher) in matchers.iter().enumerate() {
+                        if matcher.matches(&name, &auth).await {
+                            parent = Some(i);
+                            break;
+                        }
+                    }
+                    if let Some(shared) = shared {
+                        let command = Command::App(Box::new(move |app: &mut SioApp, now| {
+                            let mut io = IoRef {
+                                server: &mut app.server,
+                                state: &mut app.state,
+                                now,
+                            };
+                            io.admit_child(session, &name, parent);
+                        }));
+                        let _ = shared.commands.send(command).await;
+                    }
+                }));
             }
             Event::SessionExpired { pid } => {
                 self.state.kept_data.remove(&pid);
@@ -564,6 +595,37 @@ impl<'a> IoRef<'a> {
                 }
             }
         }
+    }
+
+    /// Lets a client into `name` as a child of parent number `parent` (parents are tried in the
+    /// order they were registered; the first match wins), or refuses it.
+    fn admit_child(
+        &mut self,
+        session: sio_core::engine::SessionId,
+        name: &str,
+        parent: Option<usize>,
+    ) {
+        let Some(parent) = parent.filter(|p| *p < self.state.parents.len()) else {
+            self.server
+                .namespace_verdict(self.now, session, name, false);
+            return;
+        };
+        if self.server.find_namespace(name).is_none() {
+            // The child copies the parent's middlewares and connection handlers now.
+            let handlers = self
+                .state
+                .namespaces
+                .get(&self.state.parents[parent].name)
+                .cloned()
+                .unwrap_or_default();
+            self.state.namespaces.insert(name.to_owned(), handlers);
+            self.state.parents[parent].children.push(name.to_owned());
+            self.server.namespace(name);
+            for handler in self.state.new_namespace.clone() {
+                handler(name);
+            }
+        }
+        self.server.namespace_verdict(self.now, session, name, true);
     }
 
     /// Removes an empty child namespace when `cleanup_empty_child_namespaces` is on.
@@ -1667,12 +1729,28 @@ impl SocketIo {
     where
         F: Fn(&str, &Value) -> bool + Send + Sync + 'static,
     {
+        self.add_parent(NamespaceMatcher::Sync(Arc::new(matcher)))
+    }
+
+    /// Like [`SocketIo::of_dynamic`], with a matcher that may wait (a lookup in a database, say);
+    /// it gets the name and the client's auth payload.
+    pub fn of_dynamic_async<F, Fut>(&self, matcher: F) -> Namespace
+    where
+        F: Fn(String, Value) -> Fut + Send + Sync + 'static,
+        Fut: Future<Output = bool> + Send + 'static,
+    {
+        let matcher =
+            NamespaceMatcher::Async(Arc::new(move |name, auth| Box::pin(matcher(name, auth))));
+        self.add_parent(matcher)
+    }
+
+    fn add_parent(&self, matcher: NamespaceMatcher) -> Namespace {
         static NEXT: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
         let n = NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         let name = format!("/_{n}");
         let parent = Parent {
             name: name.clone(),
-            matcher: Arc::new(matcher),
+            matcher,
             children: Vec::new(),
         };
         self.register(move |app| {

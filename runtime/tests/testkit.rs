@@ -319,3 +319,23 @@ fn server_side_emit_reaches_no_other_server_and_refuses_reserved_names() {
     kit.block_on(io.emit("hello", &"everyone")).unwrap();
     assert_eq!(kit.received(client)[0].event, "hello");
 }
+
+#[test]
+fn async_namespace_matchers_see_the_auth_and_keep_registration_order() {
+    let mut kit = TestKit::new(ServerConfig::default());
+    // The first parent decides asynchronously; the second would take any name.
+    let first = kit.io().of_dynamic_async(|name, auth| async move {
+        name.starts_with("/vip-") && auth.get("ticket").is_some()
+    });
+    first.on_connection(|socket| {
+        let _ = socket.emit("parent", &"vip");
+    });
+    let second = kit.io().of_dynamic(|_name, _auth| true);
+    second.on_connection(|socket| {
+        let _ = socket.emit("parent", &"any");
+    });
+    let vip = kit.connect("/vip-1", json!({ "ticket": 1 })).unwrap();
+    assert_eq!(kit.received(vip)[0].args.args, vec![json!("vip")]);
+    let other = kit.connect("/vip-2", json!({})).unwrap();
+    assert_eq!(kit.received(other)[0].args.args, vec![json!("any")]);
+}

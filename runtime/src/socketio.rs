@@ -256,7 +256,7 @@ struct SocketEntry {
     on_disconnecting: Vec<DisconnectHandler>,
     on_disconnect: Vec<DisconnectHandler>,
     on_error: Vec<ErrorHandler>,
-    data: Option<Box<dyn Any + Send>>,
+    data: Option<Box<dyn SocketData>>,
 }
 
 enum PendingAck {
@@ -270,6 +270,25 @@ enum PendingAck {
     },
 }
 
+/// A socket's application data: any serializable value, read back by type.
+trait SocketData: Any + Send {
+    fn as_any(&self) -> &dyn Any;
+    fn as_any_mut(&mut self) -> &mut dyn Any;
+    fn to_json(&self) -> Value;
+}
+
+impl<T: Any + Send + Serialize> SocketData for T {
+    fn as_any(&self) -> &dyn Any {
+        self
+    }
+    fn as_any_mut(&mut self) -> &mut dyn Any {
+        self
+    }
+    fn to_json(&self) -> Value {
+        serde_json::to_value(self).unwrap_or(Value::Null)
+    }
+}
+
 /// The application's side of the server: handlers and per-socket state.
 struct State {
     namespaces: HashMap<String, NamespaceHandlers>,
@@ -277,7 +296,7 @@ struct State {
     /// Sockets by public id (unique across namespaces).
     by_sid: HashMap<String, SocketId>,
     /// The data of sockets whose session is kept for recovery, by private id.
-    kept_data: HashMap<sio_core::engine::Sid, Option<Box<dyn Any + Send>>>,
+    kept_data: HashMap<sio_core::engine::Sid, Option<Box<dyn SocketData>>>,
     acks: HashMap<AckId, PendingAck>,
     next_listener: u64,
     allow_request: Option<AllowRequest>,
@@ -881,6 +900,7 @@ impl Operator {
                     nsp: entry.nsp.clone(),
                     rooms: io.server.rooms(socket).map(str::to_owned).collect(),
                     handshake: entry.handshake.clone(),
+                    data: entry.data.as_ref().map_or(Value::Null, |d| d.to_json()),
                     handle: shared.clone().map(|shared| SocketHandle {
                         shared,
                         socket,
@@ -1066,21 +1086,22 @@ impl<'a> SocketRef<'a> {
 
     /// The application's data for this socket, if set and of type `T`.
     pub fn data<T: Any + Send>(&self) -> Option<&T> {
-        self.entry()?.data.as_ref()?.downcast_ref()
+        self.entry()?.data.as_ref()?.as_any().downcast_ref()
     }
 
     /// The application's data for this socket, created with `T::default()` when missing or of
     /// another type.
-    pub fn data_mut<T: Any + Send + Default>(&mut self) -> Option<&mut T> {
+    pub fn data_mut<T: Any + Send + Serialize + Default>(&mut self) -> Option<&mut T> {
         let entry = self.entry_mut()?;
-        if !entry.data.as_ref().is_some_and(|d| d.is::<T>()) {
+        if !entry.data.as_ref().is_some_and(|d| d.as_any().is::<T>()) {
             entry.data = Some(Box::new(T::default()));
         }
-        entry.data.as_mut()?.downcast_mut()
+        entry.data.as_mut()?.as_any_mut().downcast_mut()
     }
 
-    /// Sets the application's data for this socket.
-    pub fn set_data<T: Any + Send>(&mut self, data: T) {
+    /// Sets the application's data for this socket (`socket.data`). It is serializable, as in the
+    /// reference: `fetch_sockets` reports it as JSON.
+    pub fn set_data<T: Any + Send + Serialize>(&mut self, data: T) {
         if let Some(entry) = self.entry_mut() {
             entry.data = Some(Box::new(data));
         }
@@ -1410,6 +1431,8 @@ pub struct FetchedSocket {
     pub rooms: Vec<String>,
     /// Its handshake.
     pub handshake: Arc<Handshake>,
+    /// Its application data, as JSON (`Null` when it has none).
+    pub data: Value,
     handle: Option<SocketHandle>,
 }
 

@@ -197,15 +197,11 @@ fn utility_methods_act_on_every_socket_a_broadcast_reaches() {
             socket.join(&room);
             let _ = socket.ack(&());
         });
+        socket.set_data(json!({ "joined_at": 1 }));
         socket.on("fetch", |socket, room: String| {
-            let mut ids: Vec<String> = socket
-                .io()
-                .to(room)
-                .fetch_sockets()
-                .unwrap()
-                .into_iter()
-                .map(|f| f.id)
-                .collect();
+            let fetched = socket.io().to(room).fetch_sockets().unwrap();
+            assert!(fetched.iter().all(|f| f.data == json!({ "joined_at": 1 })));
+            let mut ids: Vec<String> = fetched.into_iter().map(|f| f.id).collect();
             ids.sort();
             let _ = socket.ack(&ids);
         });

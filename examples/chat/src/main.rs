@@ -46,7 +46,7 @@ struct Outgoing {
 }
 
 /// Each socket's state.
-#[derive(Default)]
+#[derive(Default, Serialize)]
 struct Member {
     nick: String,
 }

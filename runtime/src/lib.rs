@@ -40,9 +40,9 @@ pub use sio_core::socket::{
     ClientBundle, DisconnectReason, Payload, PayloadError, RecoveryConfig, ServerConfig,
 };
 pub use socketio::{
-    AckError, AckSender, AckTimeout, Adapter, Broadcast, BroadcastHandle, ConnectError, EmitError,
-    FetchedSocket, InMemoryAdapter, IoRef, ListenerId, Namespace, SocketEmitter, SocketError,
-    SocketHandle, SocketIo, SocketRef,
+    AckError, AckSender, AckTimeout, Adapter, AdapterOp, AdapterTarget, Broadcast, BroadcastHandle,
+    ConnectError, EmitError, FetchedSocket, InMemoryAdapter, IoRef, ListenerId, Namespace,
+    SocketEmitter, SocketError, SocketHandle, SocketIo, SocketRef,
 };
 
 /// A boxed future the runtime runs to completion.

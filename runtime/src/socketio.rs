@@ -187,9 +187,17 @@ type ServerSideHandler = Arc<dyn Fn(&mut IoRef<'_>, Payload) + Send + Sync>;
 
 /// What the server needs from its adapter beyond its own sockets: the other servers of a cluster.
 /// A cluster adapter implements it; the default is [`InMemoryAdapter`], a single server.
+///
+/// Every operation on a broadcast target is applied to this server's sockets by the core, then
+/// handed to the adapter with [`AdapterOp`] so that a cluster adapter can publish it to the other
+/// servers (the in-memory adapter has no one to tell).
 pub trait Adapter: Send + 'static {
     /// How many servers the cluster has, this one included.
     fn server_count(&self) -> usize;
+    /// An operation just applied locally, for the other servers (unless `local` was asked).
+    fn publish(&mut self, op: &AdapterOp<'_>) {
+        let _ = op;
+    }
     /// Sends a server-side event to the other servers; `Ok` with their answers once every one
     /// answered or `timeout` passed (cluster adapters answer asynchronously through the driver).
     fn server_side_emit(
@@ -198,6 +206,55 @@ pub trait Adapter: Send + 'static {
         args: &Payload,
         timeout: Duration,
     ) -> Result<Vec<Payload>, EmitError>;
+}
+
+/// An operation on the sockets a target reaches, as a cluster adapter publishes it.
+#[derive(Debug)]
+pub enum AdapterOp<'a> {
+    /// An emit without ack.
+    Broadcast {
+        /// The target.
+        target: AdapterTarget<'a>,
+        /// The event.
+        event: &'a str,
+        /// Its arguments.
+        args: &'a Payload,
+    },
+    /// `sockets_join`.
+    SocketsJoin {
+        /// The target.
+        target: AdapterTarget<'a>,
+        /// The room joined.
+        room: &'a str,
+    },
+    /// `sockets_leave`.
+    SocketsLeave {
+        /// The target.
+        target: AdapterTarget<'a>,
+        /// The room left.
+        room: &'a str,
+    },
+    /// `disconnect_sockets`.
+    DisconnectSockets {
+        /// The target.
+        target: AdapterTarget<'a>,
+        /// Whether the connections are closed too.
+        close: bool,
+    },
+}
+
+/// Who an [`AdapterOp`] is for: a namespace, rooms and exceptions, as on the wire of the
+/// reference's cluster adapters.
+#[derive(Debug)]
+pub struct AdapterTarget<'a> {
+    /// The namespace.
+    pub nsp: &'a str,
+    /// The rooms (all sockets when empty).
+    pub rooms: &'a [String],
+    /// The rooms left out.
+    pub except: &'a [String],
+    /// Volatile.
+    pub volatile: bool,
 }
 
 /// The adapter of a single server: no other server to reach.
@@ -833,6 +890,8 @@ struct Operator {
     rooms: Vec<String>,
     except: Vec<String>,
     volatile: bool,
+    /// Not published to the other servers.
+    local: bool,
     timeout: Option<Duration>,
 }
 
@@ -843,6 +902,7 @@ impl Operator {
             rooms: Vec::new(),
             except: Vec::new(),
             volatile: false,
+            local: false,
             timeout: None,
         }
     }
@@ -884,7 +944,63 @@ impl Operator {
             ack: None,
         };
         io.server.emit(io.now, &target, event, payload, options)?;
+        let op = AdapterOp::Broadcast {
+            target: self.adapter_target(),
+            event,
+            args: payload,
+        };
+        self.publish(io, op);
         Ok(())
+    }
+
+    fn sockets_join(&self, io: &mut IoRef<'_>, room: &str) -> Result<(), EmitError> {
+        let target = self.target(io.server)?;
+        io.server.sockets_join(&target, &[room.to_owned()])?;
+        let op = AdapterOp::SocketsJoin {
+            target: self.adapter_target(),
+            room,
+        };
+        self.publish(io, op);
+        Ok(())
+    }
+
+    fn sockets_leave(&self, io: &mut IoRef<'_>, room: &str) -> Result<(), EmitError> {
+        let target = self.target(io.server)?;
+        io.server.sockets_leave(&target, &[room.to_owned()])?;
+        let op = AdapterOp::SocketsLeave {
+            target: self.adapter_target(),
+            room,
+        };
+        self.publish(io, op);
+        Ok(())
+    }
+
+    fn disconnect_sockets(&self, io: &mut IoRef<'_>, close: bool) -> Result<(), EmitError> {
+        let target = self.target(io.server)?;
+        io.server.disconnect_sockets(io.now, &target, close)?;
+        let op = AdapterOp::DisconnectSockets {
+            target: self.adapter_target(),
+            close,
+        };
+        self.publish(io, op);
+        Ok(())
+    }
+
+    /// Who the operation is for, as the adapter sees it.
+    fn adapter_target(&self) -> AdapterTarget<'_> {
+        AdapterTarget {
+            nsp: &self.nsp,
+            rooms: &self.rooms,
+            except: &self.except,
+            volatile: self.volatile,
+        }
+    }
+
+    /// Hands an operation applied locally to the adapter (unless `local`).
+    fn publish(&self, io: &mut IoRef<'_>, op: AdapterOp<'_>) {
+        if !self.local {
+            io.state.adapter.publish(&op);
+        }
     }
 
     fn fetch(&self, io: &mut IoRef<'_>) -> Result<Vec<FetchedSocket>, EmitError> {
@@ -973,8 +1089,9 @@ impl Broadcast<'_> {
         self
     }
 
-    /// Only this server (there is no cluster adapter yet, so this changes nothing).
-    pub fn local(self) -> Self {
+    /// Only this server: the operation is not handed to the adapter for the other servers.
+    pub fn local(mut self) -> Self {
+        self.op.local = true;
         self
     }
 
@@ -996,26 +1113,19 @@ impl Broadcast<'_> {
     }
 
     /// Adds the sockets this broadcast reaches to `room` (`socketsJoin`).
-    pub fn sockets_join(self, room: &str) -> Result<(), EmitError> {
-        let target = self.op.target(self.io.server)?;
-        self.io.server.sockets_join(&target, &[room.to_owned()])?;
-        Ok(())
+    pub fn sockets_join(mut self, room: &str) -> Result<(), EmitError> {
+        self.op.sockets_join(&mut self.io, room)
     }
 
     /// Removes the sockets this broadcast reaches from `room` (`socketsLeave`).
-    pub fn sockets_leave(self, room: &str) -> Result<(), EmitError> {
-        let target = self.op.target(self.io.server)?;
-        self.io.server.sockets_leave(&target, &[room.to_owned()])?;
-        Ok(())
+    pub fn sockets_leave(mut self, room: &str) -> Result<(), EmitError> {
+        self.op.sockets_leave(&mut self.io, room)
     }
 
     /// Disconnects the sockets this broadcast reaches; with `close`, their connections too
     /// (`disconnectSockets`).
-    pub fn disconnect_sockets(self, close: bool) -> Result<(), EmitError> {
-        let target = self.op.target(self.io.server)?;
-        let now = self.io.now;
-        self.io.server.disconnect_sockets(now, &target, close)?;
-        Ok(())
+    pub fn disconnect_sockets(mut self, close: bool) -> Result<(), EmitError> {
+        self.op.disconnect_sockets(&mut self.io, close)
     }
 
     /// Emits and collects one answer per recipient; `callback` runs once, with every answer or
@@ -1837,6 +1947,12 @@ impl SocketIo {
         .unwrap_or(Err(EmitError::Closed))
     }
 
+    /// Replaces the adapter (the in-memory one by default): the seam for a cluster adapter.
+    pub fn set_adapter(&self, adapter: impl Adapter) {
+        let adapter: Box<dyn Adapter> = Box::new(adapter);
+        self.register(move |app| app.state.adapter = adapter);
+    }
+
     /// Handles an event another server sent with `server_side_emit`.
     pub fn on_server_side<F>(&self, event: &str, handler: F)
     where
@@ -2111,8 +2227,9 @@ impl BroadcastHandle {
         self
     }
 
-    /// Only this server (no cluster adapter yet: changes nothing).
-    pub fn local(self) -> Self {
+    /// Only this server: the operation is not handed to the adapter for the other servers.
+    pub fn local(mut self) -> Self {
+        self.op.local = true;
         self
     }
 
@@ -2143,37 +2260,25 @@ impl BroadcastHandle {
     /// Adds the sockets this broadcast reaches to `room` (`socketsJoin`).
     pub async fn sockets_join(self, room: &str) -> Result<(), EmitError> {
         let (op, room) = (self.op, room.to_owned());
-        on_driver(&self.shared, move |io| {
-            let target = op.target(io.server)?;
-            io.server.sockets_join(&target, &[room])?;
-            Ok(())
-        })
-        .await
-        .unwrap_or(Err(EmitError::Closed))
+        on_driver(&self.shared, move |io| op.sockets_join(io, &room))
+            .await
+            .unwrap_or(Err(EmitError::Closed))
     }
 
     /// Removes the sockets this broadcast reaches from `room` (`socketsLeave`).
     pub async fn sockets_leave(self, room: &str) -> Result<(), EmitError> {
         let (op, room) = (self.op, room.to_owned());
-        on_driver(&self.shared, move |io| {
-            let target = op.target(io.server)?;
-            io.server.sockets_leave(&target, &[room])?;
-            Ok(())
-        })
-        .await
-        .unwrap_or(Err(EmitError::Closed))
+        on_driver(&self.shared, move |io| op.sockets_leave(io, &room))
+            .await
+            .unwrap_or(Err(EmitError::Closed))
     }
 
     /// Disconnects the sockets this broadcast reaches; with `close`, their connections too.
     pub async fn disconnect_sockets(self, close: bool) -> Result<(), EmitError> {
         let op = self.op;
-        on_driver(&self.shared, move |io| {
-            let target = op.target(io.server)?;
-            io.server.disconnect_sockets(io.now, &target, close)?;
-            Ok(())
-        })
-        .await
-        .unwrap_or(Err(EmitError::Closed))
+        on_driver(&self.shared, move |io| op.disconnect_sockets(io, close))
+            .await
+            .unwrap_or(Err(EmitError::Closed))
     }
 
     /// Emits and collects one answer per recipient (a timeout is required).

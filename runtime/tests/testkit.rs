@@ -335,3 +335,70 @@ fn async_namespace_matchers_see_the_auth_and_keep_registration_order() {
     let other = kit.connect("/vip-2", json!({})).unwrap();
     assert_eq!(kit.received(other)[0].args.args, vec![json!("any")]);
 }
+
+#[test]
+fn every_operation_on_a_target_goes_through_the_adapter_unless_local() {
+    use sio_runtime::{Adapter, AdapterOp, EmitError};
+
+    struct Recorder(Arc<Mutex<Vec<String>>>);
+    impl Adapter for Recorder {
+        fn server_count(&self) -> usize {
+            2
+        }
+        fn publish(&mut self, op: &AdapterOp<'_>) {
+            let line = match op {
+                AdapterOp::Broadcast { target, event, .. } => {
+                    format!("broadcast {} {:?} {event}", target.nsp, target.rooms)
+                }
+                AdapterOp::SocketsJoin { target, room } => {
+                    format!("join {:?} {room}", target.rooms)
+                }
+                AdapterOp::SocketsLeave { target, room } => {
+                    format!("leave {:?} {room}", target.rooms)
+                }
+                AdapterOp::DisconnectSockets { target, close } => {
+                    format!("disconnect {:?} {close}", target.rooms)
+                }
+            };
+            self.0.lock().unwrap().push(line);
+        }
+        fn server_side_emit(
+            &mut self,
+            _: &str,
+            _: &Payload,
+            _: Duration,
+        ) -> Result<Vec<Payload>, EmitError> {
+            Ok(vec![Payload::from_args(&"pong").unwrap()])
+        }
+    }
+
+    let mut kit = TestKit::new(ServerConfig::default());
+    let log: Log = Arc::default();
+    kit.io().set_adapter(Recorder(log.clone()));
+    kit.io().on_connection(|socket| {
+        socket.on("go", |socket, ()| {
+            let _ = socket.io().to("r").emit("news", &1);
+            let _ = socket.io().to("r").local().emit("local news", &1);
+            let _ = socket.io().to("r").sockets_join("s");
+            let _ = socket.io().to("s").sockets_leave("r");
+            let _ = socket.io().to("nobody").disconnect_sockets(true);
+        });
+    });
+    let client = kit.connect("/", json!({})).unwrap();
+    kit.emit(client, "go", &());
+    assert_eq!(
+        *log.lock().unwrap(),
+        vec![
+            "broadcast / [\"r\"] news",
+            "join [\"r\"] s",
+            "leave [\"s\"] r",
+            "disconnect [\"nobody\"] true",
+        ]
+    );
+    let io = kit.io().clone();
+    assert_eq!(kit.block_on(io.server_count()), 2);
+    let answers = kit
+        .block_on(io.server_side_emit_with_ack("ping", &(), Duration::from_secs(1)))
+        .unwrap();
+    assert_eq!(answers, vec![Payload::from_args(&"pong").unwrap()]);
+}

@@ -191,20 +191,9 @@ impl EngineService {
         }
     }
 
-    /// Serves every connection `listener` accepts; runs until the task is dropped.
+    /// Serves every connection `listener` accepts, until the server shuts down.
     pub async fn serve_listener<L: crate::Listener>(&self, listener: L) {
-        let service = self.clone();
-        let shutdown = &self.shared.shutdown.1;
-        crate::listener::accept_loop(
-            &self.shared.runtime,
-            listener,
-            shutdown,
-            move |stream, peer| {
-                let service = service.clone();
-                async move { service.serve_connection(stream, Some(peer)).await }
-            },
-        )
-        .await
+        crate::listener::serve(&self.shared, listener).await
     }
 
     /// The runtime the service runs on.

@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use futures_lite::future;
 
-use crate::Runtime;
+use crate::driver::{App, Shared};
 
 /// A source of connections (a TCP listener of some runtime).
 pub trait Listener: Send + 'static {
@@ -18,20 +18,13 @@ pub trait Listener: Send + 'static {
     fn accept(&mut self) -> impl Future<Output = io::Result<(Self::Io, SocketAddr)>> + Send;
 }
 
-/// Accepts connections and serves each on its own task with `serve`, until `shutdown` closes.
+/// Accepts connections and serves each on its own task (HTTP/1.1 with upgrades, for the
+/// application behind `shared`), until the server shuts down.
 ///
 /// An accept error (too many open files, a connection reset before it was accepted) does not stop
 /// the server: it waits a moment and goes on.
-pub(crate) async fn accept_loop<L, F, Fut>(
-    runtime: &Arc<dyn Runtime>,
-    mut listener: L,
-    shutdown: &async_channel::Receiver<()>,
-    serve: F,
-) where
-    L: Listener,
-    F: Fn(L::Io, SocketAddr) -> Fut,
-    Fut: Future<Output = ()> + Send + 'static,
-{
+pub(crate) async fn serve<A: App, L: Listener>(shared: &Arc<Shared<A>>, mut listener: L) {
+    let shutdown = &shared.shutdown.1;
     loop {
         let accepted = future::or(async { Some(listener.accept().await) }, async {
             let _ = shutdown.recv().await;
@@ -40,8 +33,12 @@ pub(crate) async fn accept_loop<L, F, Fut>(
         .await;
         match accepted {
             None => return,
-            Some(Ok((io, peer))) => runtime.spawn(Box::pin(serve(io, peer))),
+            Some(Ok((io, peer))) => {
+                let task = crate::http::serve_connection(shared.clone(), io, Some(peer));
+                shared.runtime.spawn(Box::pin(task));
+            }
             Some(Err(_)) => {
+                let runtime = &shared.runtime;
                 let mut timer = runtime.new_timer(runtime.now() + Duration::from_millis(50));
                 future::poll_fn(|cx| timer.as_mut().poll(cx)).await;
             }

@@ -24,7 +24,7 @@ use sio_core::socket::{
 
 use crate::driver::{App, Command, Limits, Shared};
 use crate::handshake::Handshake;
-use crate::{BoxFuture, Listener, Runtime};
+use crate::{BoxFuture, Runtime};
 
 /// An emit could not be carried out.
 #[derive(Debug)]
@@ -2090,20 +2090,9 @@ impl SocketIo {
         let _ = self.shared.fallback.set(Arc::new(handler));
     }
 
-    /// Serves every connection `listener` accepts; runs until the task is dropped.
-    pub async fn serve_listener<L: Listener>(&self, listener: L) {
-        let io = self.clone();
-        let shutdown = &self.shared.shutdown.1;
-        crate::listener::accept_loop(
-            &self.shared.runtime,
-            listener,
-            shutdown,
-            move |stream, peer| {
-                let io = io.clone();
-                async move { io.serve_connection(stream, Some(peer)).await }
-            },
-        )
-        .await
+    /// Serves every connection `listener` accepts, until the server shuts down.
+    pub async fn serve_listener<L: crate::Listener>(&self, listener: L) {
+        crate::listener::serve(&self.shared, listener).await
     }
 
     /// The runtime the server runs on.

@@ -355,6 +355,9 @@ struct State {
     /// The data of sockets whose session is kept for recovery, by private id.
     kept_data: HashMap<sio_core::engine::Sid, Option<Box<dyn SocketData>>>,
     acks: HashMap<AckId, PendingAck>,
+    /// How many sockets have an outgoing catch-all listener, so a broadcast without
+    /// any skips resolving its recipients.
+    outgoing_listening: usize,
     next_listener: u64,
     allow_request: Option<AllowRequest>,
     connection_errors: Vec<ConnectionErrorHandler>,
@@ -372,6 +375,9 @@ impl State {
     fn remove_socket(&mut self, socket: SocketId) {
         if let Some(entry) = self.sockets.remove(&socket) {
             self.by_sid.remove(&entry.sid);
+            if !entry.any_outgoing.is_empty() {
+                self.outgoing_listening -= 1;
+            }
         }
     }
 }
@@ -397,6 +403,7 @@ impl SioApp {
                 by_sid: HashMap::new(),
                 kept_data: HashMap::new(),
                 acks: HashMap::new(),
+                outgoing_listening: 0,
                 next_listener: 0,
                 allow_request: None,
                 connection_errors: Vec::new(),
@@ -876,10 +883,7 @@ impl<'a> IoRef<'a> {
     }
 
     fn any_outgoing(&self) -> bool {
-        self.state
-            .sockets
-            .values()
-            .any(|e| !e.any_outgoing.is_empty())
+        self.state.outgoing_listening > 0
     }
 }
 
@@ -1283,27 +1287,36 @@ impl<'a> SocketRef<'a> {
     /// Adds a catch-all listener, incoming or outgoing, last or first.
     fn add_listener(&mut self, outgoing: bool, first: bool, listener: AnyHandler) -> ListenerId {
         let id = self.next_listener();
-        if let Some(entry) = self.entry_mut() {
-            let list = if outgoing {
-                &mut entry.any_outgoing
-            } else {
-                &mut entry.any
-            };
-            let at = if first { 0 } else { list.len() };
-            list.insert(at, (id, listener));
+        let Some(entry) = self.entry_mut() else {
+            return id;
+        };
+        let list = if outgoing {
+            &mut entry.any_outgoing
+        } else {
+            &mut entry.any
+        };
+        let at = if first { 0 } else { list.len() };
+        list.insert(at, (id, listener));
+        if outgoing && list.len() == 1 {
+            self.io.state.outgoing_listening += 1;
         }
         id
     }
 
     /// Removes one catch-all listener, or all of them with `None`.
     fn remove_listener(&mut self, outgoing: bool, id: Option<ListenerId>) {
-        if let Some(entry) = self.entry_mut() {
-            let list = if outgoing {
-                &mut entry.any_outgoing
-            } else {
-                &mut entry.any
-            };
-            list.retain(|(l, _)| id.is_some_and(|id| id != *l));
+        let Some(entry) = self.entry_mut() else {
+            return;
+        };
+        let list = if outgoing {
+            &mut entry.any_outgoing
+        } else {
+            &mut entry.any
+        };
+        let had = !list.is_empty();
+        list.retain(|(l, _)| id.is_some_and(|id| id != *l));
+        if outgoing && had && list.is_empty() {
+            self.io.state.outgoing_listening -= 1;
         }
     }
 

@@ -5,7 +5,7 @@ use std::time::Duration;
 
 use serde_json::{Value, json};
 use sio_runtime::testkit::{Refused, TestKit};
-use sio_runtime::{AckError, ConnectError, DisconnectReason, Payload, ServerConfig};
+use sio_runtime::{AckError, ConnectError, DisconnectReason, ListenerId, Payload, ServerConfig};
 
 type Log = Arc<Mutex<Vec<String>>>;
 
@@ -401,4 +401,92 @@ fn every_operation_on_a_target_goes_through_the_adapter_unless_local() {
         .block_on(io.server_side_emit_with_ack("ping", &(), Duration::from_secs(1)))
         .unwrap();
     assert_eq!(answers, vec![Payload::from_args(&"pong").unwrap()]);
+}
+
+#[test]
+fn outgoing_listeners_see_broadcasts_until_removed_or_disconnected() {
+    let mut kit = TestKit::new(ServerConfig::default());
+    let log: Log = Arc::default();
+    let ids: Arc<Mutex<Vec<(String, ListenerId)>>> = Arc::default();
+    let (watch_log, watch_ids) = (log.clone(), ids.clone());
+    kit.io().on_connection(move |socket| {
+        let (log, ids) = (watch_log.clone(), watch_ids.clone());
+        socket.on("watch", move |socket, tag: String| {
+            let log = log.clone();
+            let label = tag.clone();
+            let id = socket.on_any_outgoing(move |socket, event, payload| {
+                let args = json!(payload.args);
+                log.lock()
+                    .unwrap()
+                    .push(format!("{label} {} {event} {args}", socket.id()));
+            });
+            ids.lock().unwrap().push((tag, id));
+            let _ = socket.ack(&());
+        });
+        let ids = watch_ids.clone();
+        socket.on("unwatch", move |socket, tag: Option<String>| {
+            let id = tag.map(|tag| {
+                ids.lock()
+                    .unwrap()
+                    .iter()
+                    .find(|(t, _)| *t == tag)
+                    .unwrap()
+                    .1
+            });
+            socket.off_any_outgoing(id);
+            let _ = socket.ack(&());
+        });
+        socket.on("news", |socket, n: u32| {
+            let _ = socket.io().emit("news", &n);
+        });
+        socket.on("bye", |socket, ()| socket.disconnect(false));
+    });
+    let a = kit.connect("/", json!({})).unwrap();
+    let b = kit.connect("/", json!({})).unwrap();
+    let sid_a = kit.sid(a, "/").unwrap().to_owned();
+    let sid_b = kit.sid(b, "/").unwrap().to_owned();
+    let take = |log: &Log| std::mem::take(&mut *log.lock().unwrap());
+
+    kit.emit(a, "news", &1);
+    assert!(take(&log).is_empty(), "no listener yet");
+
+    kit.emit_with_ack(a, "watch", &"x").unwrap();
+    kit.emit_with_ack(a, "watch", &"y").unwrap();
+    kit.emit_with_ack(b, "watch", &"z").unwrap();
+    kit.emit(b, "news", &2);
+    assert_eq!(
+        take(&log),
+        vec![
+            format!("x {sid_a} news [2]"),
+            format!("y {sid_a} news [2]"),
+            format!("z {sid_b} news [2]"),
+        ]
+    );
+
+    // Removing one of two listeners keeps the other.
+    kit.emit_with_ack(a, "unwatch", &"x").unwrap();
+    kit.emit(a, "news", &3);
+    assert_eq!(
+        take(&log),
+        vec![format!("y {sid_a} news [3]"), format!("z {sid_b} news [3]")]
+    );
+
+    // A listening socket that leaves does not silence the others.
+    kit.emit(a, "bye", &());
+    assert_eq!(kit.sid(a, "/"), None);
+    kit.emit(b, "news", &4);
+    assert_eq!(take(&log), vec![format!("z {sid_b} news [4]")]);
+
+    kit.emit_with_ack(b, "unwatch", &Value::Null).unwrap();
+    kit.emit(b, "news", &5);
+    assert!(take(&log).is_empty(), "all removed");
+    let news: Vec<Value> = kit
+        .received(b)
+        .into_iter()
+        .map(|r| {
+            assert_eq!(r.event, "news");
+            r.args.args[0].clone()
+        })
+        .collect();
+    assert_eq!(news, vec![json!(1), json!(2), json!(3), json!(4), json!(5)]);
 }

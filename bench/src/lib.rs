@@ -1,4 +1,7 @@
-//! Helpers for the benchmarks of sio: a core server with many connected sockets, driven in memory.
+//! Helpers for the benchmarks of sio: a core server with many connected sockets driven in memory
+//! (the microbenchmarks), and the load generator of the side-by-side runs ([`load`]).
+
+pub mod load;
 
 use std::time::Instant;
 

@@ -17,6 +17,7 @@ use sio_core::engine::{BodyError, Engine, EngineEvent, Frame, RequestId, Transmi
 use sio_core::socket::Server;
 
 use crate::Runtime;
+use crate::outbox::{Outbox, OutboxHandle};
 
 /// The network side of a sans-IO state machine, as the driver feeds it (see the drain contract of
 /// `sio_core::engine`).
@@ -138,7 +139,7 @@ pub struct Limits {
     /// Inputs waiting for the driver.
     pub driver_queue: usize,
     /// Frames waiting to be written to one WebSocket; a client that reads slower than this is
-    /// disconnected with `transport error`.
+    /// disconnected with `transport error`. The queue takes memory only while frames wait.
     pub ws_queue: usize,
     /// Read buffer of a WebSocket, kept small: idle memory per connection matters.
     pub ws_read_buffer: usize,
@@ -168,12 +169,6 @@ pub(crate) enum Outcome {
     AcceptWebSocket(HeaderMap),
 }
 
-/// What the driver tells a WebSocket's task.
-pub(crate) enum WsOut {
-    Frame(Frame),
-    Close,
-}
-
 /// An input for the driver.
 pub(crate) enum Command<A: App> {
     Request {
@@ -191,7 +186,7 @@ pub(crate) enum Command<A: App> {
     },
     WsOpen {
         id: RequestId,
-        out: Sender<WsOut>,
+        out: Arc<Outbox>,
     },
     WsFrame {
         id: RequestId,
@@ -207,7 +202,7 @@ pub(crate) enum Command<A: App> {
 /// Where the driver sends what the core produced for one request.
 enum Slot {
     Http(Sender<Outcome>),
-    Ws(Sender<WsOut>),
+    Ws(OutboxHandle),
 }
 
 /// Answers the HTTP requests that are not for the server's path (a page, an API of the app).
@@ -358,7 +353,7 @@ impl<A: App> Driver<A> {
                 self.app.core().handle_closed(now, id);
             }
             Command::WsOpen { id, out } => {
-                self.slots.insert(id, Slot::Ws(out));
+                self.slots.insert(id, Slot::Ws(OutboxHandle(out)));
                 self.app.core().handle_ws_open(now, id);
             }
             Command::WsFrame { id, frame } => self.app.core().handle_ws_frame(now, id, frame),
@@ -413,12 +408,10 @@ impl<A: App> Driver<A> {
             }
             Transmit::Frame { request, frame } => {
                 if let Some(Slot::Ws(out)) = self.slots.get(&request) {
-                    if let Err(TrySendError::Full(_)) = out.try_send(WsOut::Frame(frame)) {
+                    if out.0.push(frame).is_err() {
                         // The client reads slower than we write: cut it off rather than buffer
-                        // without bound.
-                        if let Some(Slot::Ws(out)) = self.slots.remove(&request) {
-                            let _ = out.force_send(WsOut::Close);
-                        }
+                        // without bound (dropping the handle closes the outbox).
+                        self.slots.remove(&request);
                         let now = self.runtime.now();
                         self.app
                             .core()
@@ -427,9 +420,8 @@ impl<A: App> Driver<A> {
                 }
             }
             Transmit::CloseWebSocket { request } => {
-                if let Some(Slot::Ws(out)) = self.slots.remove(&request) {
-                    let _ = out.force_send(WsOut::Close);
-                }
+                // Dropping the handle closes the outbox once its frames are written.
+                self.slots.remove(&request);
             }
         }
     }

@@ -13,6 +13,7 @@ mod handshake;
 mod http;
 mod io;
 mod listener;
+mod outbox;
 mod servers;
 mod socketio;
 pub mod testkit;

@@ -1,24 +1,36 @@
-//! One WebSocket after the 101: a single task reads frames into the driver and writes what the driver
-//! queued for it.
+//! One WebSocket after the 101: a single task reads frames into the driver and writes, in batches,
+//! what the driver queued in the connection's outbox.
 
+use std::collections::VecDeque;
+use std::pin::Pin;
 use std::sync::Arc;
 
 use async_tungstenite::WebSocketStream;
-use async_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
+use async_tungstenite::tungstenite::protocol::frame::Frame as WsFrame;
+use async_tungstenite::tungstenite::protocol::frame::coding::{CloseCode, Data, OpCode};
 use async_tungstenite::tungstenite::protocol::{CloseFrame, Role, WebSocketConfig};
 use async_tungstenite::tungstenite::{Error as WsError, Message as WsMessage, Utf8Bytes};
 use bytes::Bytes;
+use futures_io::{AsyncRead, AsyncWrite};
 use futures_lite::{StreamExt, future};
+use futures_sink::Sink;
 use hyper::upgrade::OnUpgrade;
 use sio_core::engine::{Frame, RequestId};
 
-use crate::driver::{App, Command, Shared, WsOut};
+use crate::driver::{App, Command, Shared};
 use crate::io::Compat;
+use crate::outbox::{Outbox, Taken};
+
+/// Frames written before a flush; also about the most the write buffer keeps between batches.
+const WRITE_BATCH_BYTES: usize = 8 * 1024;
+
+/// A batch buffer larger than this is given back after use: idle connections stay small.
+const KEPT_BATCH_FRAMES: usize = 16;
 
 /// What woke the task.
 enum Wake {
     Read(Option<Result<WsMessage, WsError>>),
-    Write(Option<WsOut>),
+    Write(Taken),
 }
 
 pub(crate) async fn run<A: App>(shared: Arc<Shared<A>>, id: RequestId, on_upgrade: OnUpgrade) {
@@ -29,36 +41,38 @@ pub(crate) async fn run<A: App>(shared: Arc<Shared<A>>, id: RequestId, on_upgrad
     let limits = &shared.limits;
     let mut config = WebSocketConfig::default();
     config.read_buffer_size = limits.ws_read_buffer;
-    config.write_buffer_size = 0;
+    config.write_buffer_size = WRITE_BATCH_BYTES;
     config.max_write_buffer_size = shared.max_message_size.saturating_mul(2).max(1 << 16);
     config.max_message_size = Some(shared.max_message_size);
     config.max_frame_size = Some(shared.max_message_size);
-    let stream =
+    let mut stream =
         WebSocketStream::from_raw_socket(Compat::new(upgraded), Role::Server, Some(config)).await;
-    let (mut sender, mut receiver) = stream.split();
-    let (out_tx, out_rx) = async_channel::bounded(limits.ws_queue);
+    let outbox = Outbox::new(limits.ws_queue);
     if shared
         .commands
-        .send(Command::WsOpen { id, out: out_tx })
+        .send(Command::WsOpen {
+            id,
+            out: outbox.clone(),
+        })
         .await
         .is_err()
     {
         return;
     }
+    let mut batch = VecDeque::new();
     loop {
-        let wake = future::or(async { Wake::Write(out_rx.recv().await.ok()) }, async {
-            Wake::Read(receiver.next().await)
-        })
+        let wake = future::or(
+            async { Wake::Write(future::poll_fn(|cx| outbox.poll_take(cx, &mut batch)).await) },
+            async { Wake::Read(stream.next().await) },
+        )
         .await;
         match wake {
-            Wake::Write(Some(WsOut::Frame(frame))) => {
-                let message = match frame {
-                    Frame::Text(text) => {
-                        WsMessage::Text(Utf8Bytes::try_from(text.into_bytes()).unwrap_or_default())
-                    }
-                    Frame::Binary(data) => WsMessage::Binary(data),
-                };
-                if sender.send(message).await.is_err() {
+            Wake::Write(Taken::Frames) => {
+                let written = write_batch(&mut stream, &mut batch).await;
+                if batch.capacity() > KEPT_BATCH_FRAMES {
+                    batch = VecDeque::new();
+                }
+                if written.is_err() {
                     shared.send_now(Command::WsError {
                         id,
                         description: "websocket write error",
@@ -66,8 +80,8 @@ pub(crate) async fn run<A: App>(shared: Arc<Shared<A>>, id: RequestId, on_upgrad
                     return;
                 }
             }
-            Wake::Write(Some(WsOut::Close)) | Wake::Write(None) => {
-                let _ = sender.close(None).await;
+            Wake::Write(Taken::Closed) => {
+                let _ = stream.close(None).await;
                 return;
             }
             Wake::Read(Some(Ok(message))) => {
@@ -109,7 +123,7 @@ pub(crate) async fn run<A: App>(shared: Arc<Shared<A>>, id: RequestId, on_upgrad
                     code,
                     reason: Utf8Bytes::default(),
                 };
-                let _ = sender.close(Some(frame)).await;
+                let _ = stream.close(Some(frame)).await;
                 return;
             }
             Wake::Read(None) => {
@@ -118,4 +132,28 @@ pub(crate) async fn run<A: App>(shared: Arc<Shared<A>>, id: RequestId, on_upgrad
             }
         }
     }
+}
+
+/// Writes every frame of `batch`, then flushes once: one write call for a batch of small frames.
+async fn write_batch<S>(
+    stream: &mut WebSocketStream<S>,
+    batch: &mut VecDeque<Frame>,
+) -> Result<(), WsError>
+where
+    S: AsyncRead + AsyncWrite + Unpin,
+{
+    while let Some(frame) = batch.pop_front() {
+        future::poll_fn(|cx| Pin::new(&mut *stream).poll_ready(cx)).await?;
+        // The core's text is valid UTF-8 already: a raw frame skips tungstenite's check.
+        let message = match frame {
+            Frame::Text(text) => WsMessage::Frame(WsFrame::message(
+                text.into_bytes(),
+                OpCode::Data(Data::Text),
+                true,
+            )),
+            Frame::Binary(data) => WsMessage::Binary(data),
+        };
+        Pin::new(&mut *stream).start_send(message)?;
+    }
+    future::poll_fn(|cx| Pin::new(&mut *stream).poll_flush(cx)).await
 }

@@ -1,0 +1,585 @@
+//! The load benchmark runner: starts each server under test pinned to core 0, runs every scenario
+//! against it from this process, and writes a markdown table of the medians with the ratios of
+//! the sio runtimes to the Node reference and to socketioxide. `bench/run.sh` builds everything
+//! and runs this pinned to core 1; `bench/README.md` has the method.
+//!
+//! ```text
+//! sio-bench [--runs N] [--quick] [--servers a,b,..] [--scenarios a,b,..] [--out FILE]
+//! ```
+
+use std::collections::BTreeMap;
+use std::io::{BufRead, BufReader, Write};
+use std::net::SocketAddr;
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+
+use sio_bench::load::{self, Better, Figure, Target, Window};
+use smol::LocalExecutor;
+
+const SERVERS: [&str; 5] = [
+    "sio-tokio",
+    "sio-smol",
+    "sio-async-std",
+    "node",
+    "socketioxide",
+];
+
+/// One scenario with its sizes.
+#[derive(Clone, Copy)]
+enum Kind {
+    Connect { count: usize, in_flight: usize },
+    Echo { count: usize, ack: bool },
+    PollingEcho { count: usize },
+    Broadcast { count: usize, senders: usize },
+}
+
+struct Scenario {
+    name: &'static str,
+    kind: Kind,
+}
+
+impl Scenario {
+    fn title(&self) -> String {
+        match self.kind {
+            Kind::Connect { count, in_flight } => format!(
+                "{}: {count} WebSocket clients, {in_flight} handshakes in flight",
+                self.name
+            ),
+            Kind::Echo { count, .. } => {
+                format!(
+                    "{}: {count} WebSocket clients, one event in flight each",
+                    self.name
+                )
+            }
+            Kind::PollingEcho { count } => {
+                format!(
+                    "{}: {count} polling clients, one event in flight each",
+                    self.name
+                )
+            }
+            Kind::Broadcast { count, senders } => format!(
+                "{}: {count} WebSocket clients in one room, {senders} senders with one message in flight each",
+                self.name
+            ),
+        }
+    }
+}
+
+fn scenarios(quick: bool) -> Vec<Scenario> {
+    let scale = |full: usize, small: usize| if quick { small } else { full };
+    vec![
+        Scenario {
+            name: "connect",
+            kind: Kind::Connect {
+                count: scale(10_000, 1_000),
+                in_flight: scale(200, 100),
+            },
+        },
+        Scenario {
+            name: "echo",
+            kind: Kind::Echo {
+                count: scale(100, 20),
+                ack: false,
+            },
+        },
+        Scenario {
+            name: "echo-ack",
+            kind: Kind::Echo {
+                count: scale(100, 20),
+                ack: true,
+            },
+        },
+        Scenario {
+            name: "polling-echo",
+            kind: Kind::PollingEcho {
+                count: scale(100, 20),
+            },
+        },
+        Scenario {
+            name: "broadcast",
+            kind: Kind::Broadcast {
+                count: scale(1_000, 200),
+                senders: scale(10, 4),
+            },
+        },
+        Scenario {
+            name: "broadcast-10k",
+            kind: Kind::Broadcast {
+                count: scale(10_000, 2_000),
+                senders: 2,
+            },
+        },
+    ]
+}
+
+struct Options {
+    runs: usize,
+    quick: bool,
+    servers: Vec<String>,
+    scenarios: Option<Vec<String>>,
+    out: String,
+}
+
+fn parse_options() -> Result<Options, String> {
+    let mut options = Options {
+        runs: 3,
+        quick: false,
+        servers: SERVERS.iter().map(|s| s.to_string()).collect(),
+        scenarios: None,
+        out: "bench/results.md".to_owned(),
+    };
+    let mut args = std::env::args().skip(1);
+    while let Some(arg) = args.next() {
+        let mut value = || args.next().ok_or(format!("{arg} needs a value"));
+        match arg.as_str() {
+            "--runs" => options.runs = value()?.parse().map_err(|_| "--runs: a number")?,
+            "--quick" => options.quick = true,
+            "--servers" => options.servers = value()?.split(',').map(str::to_owned).collect(),
+            "--scenarios" => {
+                options.scenarios = Some(value()?.split(',').map(str::to_owned).collect())
+            }
+            "--out" => options.out = value()?,
+            other => return Err(format!("unknown argument {other}")),
+        }
+    }
+    if let Some(unknown) = options
+        .servers
+        .iter()
+        .find(|s| !SERVERS.contains(&s.as_str()))
+    {
+        return Err(format!("unknown server {unknown} (one of {SERVERS:?})"));
+    }
+    Ok(options)
+}
+
+/// A server process under test.
+struct Server {
+    child: Child,
+    target: Target,
+}
+
+impl Server {
+    fn start(name: &str) -> std::io::Result<Server> {
+        let bin_dir = std::env::current_exe()?
+            .parent()
+            .map(|p| p.to_path_buf())
+            .unwrap_or_default();
+        let sio = bin_dir.join("sio-bench-server").display().to_string();
+        let (program, args, env): (String, Vec<&str>, Vec<(&str, &str)>) = match name {
+            "sio-tokio" => (sio, vec!["tokio"], vec![]),
+            "sio-smol" => (sio, vec!["smol"], vec![("SMOL_THREADS", "1")]),
+            "sio-async-std" => (
+                sio,
+                vec!["async-std"],
+                vec![("ASYNC_STD_THREAD_COUNT", "1")],
+            ),
+            "node" => ("node".to_owned(), vec!["bench/node/server.mjs"], vec![]),
+            _ => (
+                bin_dir
+                    .join("socketioxide-bench-server")
+                    .display()
+                    .to_string(),
+                vec![],
+                vec![],
+            ),
+        };
+        // The server on core 0; this process runs on core 1 (bench/run.sh).
+        let mut child = Command::new("taskset")
+            .arg("-c")
+            .arg("0")
+            .arg(&program)
+            .args(&args)
+            .envs(env)
+            .env("PORT", "0")
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .spawn()?;
+        let stdout = child.stdout.take().expect("piped stdout");
+        let (line_tx, line_rx) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            let mut lines = BufReader::new(stdout).lines();
+            let first = lines.next();
+            let _ = line_tx.send(first);
+            // Keep reading so that the server never blocks on a full pipe.
+            for _ in lines {}
+        });
+        let line = match line_rx.recv_timeout(Duration::from_secs(30)) {
+            Ok(Some(Ok(line))) => line,
+            _ => {
+                let _ = child.kill();
+                let _ = child.wait();
+                return Err(std::io::Error::other(format!(
+                    "{name} ({program}) did not say where it listens"
+                )));
+            }
+        };
+        let addr: SocketAddr = line
+            .strip_prefix("listening on ")
+            .and_then(|a| a.parse().ok())
+            .ok_or_else(|| std::io::Error::other(format!("{name} printed {line:?}")))?;
+        // taskset execs the server, so the child's pid is the server's.
+        let target = Target {
+            addr,
+            pid: child.id(),
+        };
+        Ok(Server { child, target })
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn run_scenario(scenario: &Scenario, server: &str, quick: bool) -> std::io::Result<Vec<Figure>> {
+    let window = if quick {
+        Window {
+            warmup: Duration::from_millis(500),
+            measure: Duration::from_secs(1),
+        }
+    } else {
+        Window {
+            warmup: Duration::from_secs(1),
+            measure: Duration::from_secs(5),
+        }
+    };
+    let process = Server::start(server)?;
+    let target = process.target;
+    let executor = LocalExecutor::new();
+    let result = async_io::block_on(executor.run(async {
+        match scenario.kind {
+            Kind::Connect { count, in_flight } => {
+                load::connect(&executor, target, count, in_flight).await
+            }
+            Kind::Echo { count, ack } => load::echo(&executor, target, count, ack, window).await,
+            Kind::PollingEcho { count } => {
+                load::polling_echo(&executor, target, count, window).await
+            }
+            Kind::Broadcast { count, senders } => {
+                load::broadcast(
+                    &executor,
+                    target,
+                    count,
+                    senders,
+                    window,
+                    Duration::from_secs(10),
+                )
+                .await
+            }
+        }
+    }));
+    drop(process);
+    result
+}
+
+/// One figure of a scenario: its name, which way is better, and each server's values over the runs.
+type Row = (&'static str, Better, BTreeMap<String, Vec<f64>>);
+
+/// Every figure of every server, over the runs.
+#[derive(Default)]
+struct Results {
+    /// scenario → its figures, in the order the scenario reports them.
+    figures: BTreeMap<&'static str, Vec<Row>>,
+    errors: Vec<String>,
+}
+
+impl Results {
+    fn add(&mut self, scenario: &'static str, server: &str, figures: Vec<Figure>) {
+        let rows = self.figures.entry(scenario).or_default();
+        for figure in figures {
+            let row = match rows.iter().position(|(name, _, _)| *name == figure.name) {
+                Some(i) => &mut rows[i],
+                None => {
+                    rows.push((figure.name, figure.better, BTreeMap::new()));
+                    rows.last_mut().expect("just pushed")
+                }
+            };
+            row.2
+                .entry(server.to_owned())
+                .or_default()
+                .push(figure.value);
+        }
+    }
+
+    fn median(&self, scenario: &str, figure: &str, server: &str) -> Option<f64> {
+        let (_, _, values) = self
+            .figures
+            .get(scenario)?
+            .iter()
+            .find(|(name, _, _)| *name == figure)?;
+        let mut values = values.get(server)?.clone();
+        values.sort_by(f64::total_cmp);
+        Some(values[values.len() / 2])
+    }
+}
+
+fn format_value(value: f64) -> String {
+    if value == 0.0 {
+        "0".to_owned()
+    } else if value.abs() >= 1000.0 {
+        format!("{value:.0}")
+    } else if value.abs() >= 10.0 {
+        format!("{value:.1}")
+    } else {
+        format!("{value:.2}")
+    }
+}
+
+fn ratio(results: &Results, scenario: &str, figure: &str, a: &str, b: &str) -> Option<f64> {
+    let a = results.median(scenario, figure, a)?;
+    let b = results.median(scenario, figure, b)?;
+    (b != 0.0).then(|| a / b)
+}
+
+fn machine() -> String {
+    let cpu = std::fs::read_to_string("/proc/cpuinfo")
+        .ok()
+        .and_then(|info| {
+            info.lines()
+                .find_map(|l| l.strip_prefix("model name"))
+                .map(|m| m.trim_start_matches([' ', '\t', ':']).to_owned())
+        })
+        .unwrap_or_else(|| "unknown CPU".to_owned());
+    let cores = std::thread::available_parallelism().map_or(0, |n| n.get());
+    let kernel = std::fs::read_to_string("/proc/sys/kernel/osrelease")
+        .unwrap_or_default()
+        .trim()
+        .to_owned();
+    format!("{cpu}, {cores} cores visible to the loader, Linux {kernel}")
+}
+
+fn command_output(program: &str, args: &[&str]) -> String {
+    Command::new(program)
+        .args(args)
+        .output()
+        .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_owned())
+        .unwrap_or_default()
+}
+
+/// The lines of the bar of issue 7, checked against the medians.
+fn bar(results: &Results) -> Vec<(String, String, Option<bool>)> {
+    let mut lines = Vec::new();
+    let fmt = |v: Option<f64>| v.map_or("n/a".to_owned(), format_value);
+    let memory = results.median("connect", "idle memory per connection (KiB)", "sio-tokio");
+    lines.push((
+        "idle memory per websocket connection ≤ 8 KiB".to_owned(),
+        format!("{} KiB", fmt(memory)),
+        memory.map(|m| m <= 8.0),
+    ));
+    let mut versus = |what: &str, scenario: &str, figure: &str, node: f64, sxd: f64| {
+        let to_node = ratio(results, scenario, figure, "sio-tokio", "node");
+        let to_sxd = ratio(results, scenario, figure, "sio-tokio", "socketioxide");
+        lines.push((
+            format!("{what} ≤ {node} × Node and ≤ {sxd} × socketioxide"),
+            format!("{} × Node, {} × socketioxide", fmt(to_node), fmt(to_sxd)),
+            to_node.zip(to_sxd).map(|(n, s)| n <= node && s <= sxd),
+        ));
+    };
+    versus(
+        "server CPU per connection",
+        "connect",
+        "server CPU per connection (µs)",
+        0.25,
+        0.75,
+    );
+    versus(
+        "server CPU per echo round trip",
+        "echo",
+        "server CPU per echo (µs)",
+        0.33,
+        0.8,
+    );
+    versus(
+        "server CPU per delivered broadcast message (1,000 in the room)",
+        "broadcast",
+        "server CPU per delivery (µs)",
+        0.4,
+        0.65,
+    );
+    let p99 = ratio(
+        results,
+        "echo",
+        "round trip p99 (µs)",
+        "sio-tokio",
+        "socketioxide",
+    );
+    lines.push((
+        "echo round trip p99 ≤ socketioxide".to_owned(),
+        format!("{} × socketioxide", fmt(p99)),
+        p99.map(|r| r <= 1.0),
+    ));
+    let lost = results.median("broadcast-10k", "messages lost", "sio-tokio");
+    lines.push((
+        "broadcast to 10,000 sockets: no message lost".to_owned(),
+        format!("{} lost", fmt(lost)),
+        lost.map(|l| l == 0.0),
+    ));
+    for other in ["sio-smol", "sio-async-std"] {
+        let mut worst: Option<(f64, String)> = None;
+        for (scenario, rows) in &results.figures {
+            for (figure, better, _) in rows {
+                let Some(r) = ratio(results, scenario, figure, other, "sio-tokio") else {
+                    continue;
+                };
+                // How many times worse than tokio.
+                let worse = match better {
+                    Better::Lower => r,
+                    Better::Higher => 1.0 / r,
+                };
+                if worst.as_ref().is_none_or(|(w, _)| worse > *w) {
+                    worst = Some((worse, format!("{scenario}: {figure}")));
+                }
+            }
+        }
+        lines.push((
+            format!("{other} within 1.2 × tokio on every figure"),
+            worst.as_ref().map_or("n/a".to_owned(), |(w, f)| {
+                format!("worst {} × ({f})", format_value(*w))
+            }),
+            worst.map(|(w, _)| w <= 1.2),
+        ));
+    }
+    lines
+}
+
+fn report(results: &Results, options: &Options, scenarios: &[Scenario]) -> String {
+    let mut out = String::new();
+    let servers: Vec<&str> = SERVERS
+        .iter()
+        .copied()
+        .filter(|s| options.servers.iter().any(|o| o == s))
+        .collect();
+    out.push_str("# sio load benchmark\n\n");
+    out.push_str(&format!(
+        "- date: {}\n- machine: {}\n- runs: {} (each figure is the median){}\n- each server pinned to core 0 with taskset, the loader to core 1; a fresh server process for each scenario\n- command: `bash bench/run.sh{}`\n\n",
+        command_output("date", &["-u", "+%Y-%m-%d %H:%M UTC"]),
+        machine(),
+        options.runs,
+        if options.quick { ", quick sizes" } else { "" },
+        std::env::args()
+            .skip(1)
+            .map(|a| format!(" {a}"))
+            .collect::<String>(),
+    ));
+    out.push_str("Ratios divide the sio figure by the other server's: below 1 is better for CPU, memory and latency, above 1 for throughput.\n\n");
+    out.push_str("## The bar (issue 7, sio on tokio)\n\n| bar | measured | met |\n|---|---|---|\n");
+    for (what, measured, met) in bar(results) {
+        let met = match met {
+            Some(true) => "yes",
+            Some(false) => "**no**",
+            None => "n/a",
+        };
+        out.push_str(&format!("| {what} | {measured} | {met} |\n"));
+    }
+    let ratio_columns: Vec<(&str, &str)> = [
+        ("sio-tokio", "node"),
+        ("sio-tokio", "socketioxide"),
+        ("sio-smol", "node"),
+        ("sio-smol", "socketioxide"),
+        ("sio-async-std", "node"),
+        ("sio-async-std", "socketioxide"),
+        ("sio-smol", "sio-tokio"),
+        ("sio-async-std", "sio-tokio"),
+    ]
+    .into_iter()
+    .filter(|(a, b)| servers.contains(a) && servers.contains(b))
+    .collect();
+    for scenario in scenarios {
+        let Some(rows) = results.figures.get(scenario.name) else {
+            continue;
+        };
+        out.push_str(&format!("\n## {}\n\n| figure |", scenario.title()));
+        for server in &servers {
+            out.push_str(&format!(" {server} |"));
+        }
+        for (a, b) in &ratio_columns {
+            out.push_str(&format!(" {} / {} |", a.trim_start_matches("sio-"), b));
+        }
+        out.push_str("\n|---|");
+        for _ in 0..servers.len() + ratio_columns.len() {
+            out.push_str("---:|");
+        }
+        out.push('\n');
+        for (figure, _, _) in rows {
+            out.push_str(&format!("| {figure} |"));
+            for server in &servers {
+                let value = results.median(scenario.name, figure, server);
+                out.push_str(&format!(
+                    " {} |",
+                    value.map_or("error".to_owned(), format_value)
+                ));
+            }
+            for (a, b) in &ratio_columns {
+                let r = ratio(results, scenario.name, figure, a, b);
+                out.push_str(&format!(
+                    " {} |",
+                    r.map_or("–".to_owned(), |r| format!("{r:.2}"))
+                ));
+            }
+            out.push('\n');
+        }
+    }
+    if !results.errors.is_empty() {
+        out.push_str("\n## Errors\n\n");
+        for error in &results.errors {
+            out.push_str(&format!("- {error}\n"));
+        }
+    }
+    out
+}
+
+fn main() {
+    let options = match parse_options() {
+        Ok(options) => options,
+        Err(message) => {
+            eprintln!("sio-bench: {message}");
+            std::process::exit(2);
+        }
+    };
+    let scenarios: Vec<Scenario> = scenarios(options.quick)
+        .into_iter()
+        .filter(|s| {
+            options
+                .scenarios
+                .as_ref()
+                .is_none_or(|names| names.iter().any(|n| n == s.name))
+        })
+        .collect();
+    let mut results = Results::default();
+    for run in 1..=options.runs {
+        for scenario in &scenarios {
+            for server in &options.servers {
+                eprint!(
+                    "run {run}/{}: {} on {server} ... ",
+                    options.runs, scenario.name
+                );
+                let _ = std::io::stderr().flush();
+                match run_scenario(scenario, server, options.quick) {
+                    Ok(figures) => {
+                        let summary: Vec<String> = figures
+                            .iter()
+                            .map(|f| format!("{} {}", f.name, format_value(f.value)))
+                            .collect();
+                        eprintln!("{}", summary.join(", "));
+                        results.add(scenario.name, server, figures);
+                    }
+                    Err(error) => {
+                        eprintln!("error: {error}");
+                        results
+                            .errors
+                            .push(format!("run {run}, {} on {server}: {error}", scenario.name));
+                    }
+                }
+            }
+        }
+    }
+    let report = report(&results, &options, &scenarios);
+    if let Err(error) = std::fs::write(&options.out, &report) {
+        eprintln!("sio-bench: cannot write {}: {error}", options.out);
+        std::process::exit(1);
+    }
+    print!("{report}");
+}

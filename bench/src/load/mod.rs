@@ -1,0 +1,476 @@
+//! The load generator: the scenarios of `bench/README.md`, each run against one server process on
+//! loopback, on one thread (a smol `LocalExecutor`), with the server's CPU time and memory read
+//! from `/proc` around the measured window.
+
+pub mod client;
+pub mod proc_stats;
+
+use std::cell::{Cell, RefCell};
+use std::io;
+use std::net::SocketAddr;
+use std::rc::Rc;
+use std::time::{Duration, Instant};
+
+use async_io::Timer;
+use smol::LocalExecutor;
+
+use client::{PollingClient, Transport, WsClient};
+use proc_stats::ProcSample;
+
+/// Which way a figure is better.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Better {
+    /// Throughput.
+    Higher,
+    /// Latency, CPU, memory, losses.
+    Lower,
+}
+
+/// One measured figure of a scenario.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Figure {
+    /// What it measures, with its unit.
+    pub name: &'static str,
+    /// The value.
+    pub value: f64,
+    /// Which way is better.
+    pub better: Better,
+}
+
+impl Figure {
+    fn new(name: &'static str, value: f64, better: Better) -> Figure {
+        Figure {
+            name,
+            value,
+            better,
+        }
+    }
+}
+
+/// The server under load.
+#[derive(Debug, Clone, Copy)]
+pub struct Target {
+    /// Where it listens.
+    pub addr: SocketAddr,
+    /// Its process, for the `/proc` readings.
+    pub pid: u32,
+}
+
+impl Target {
+    fn sample(&self) -> io::Result<ProcSample> {
+        ProcSample::read(self.pid)
+    }
+}
+
+/// How long to warm up before a measured window, and how long it lasts.
+#[derive(Debug, Clone, Copy)]
+pub struct Window {
+    /// Load before measuring.
+    pub warmup: Duration,
+    /// The measured window.
+    pub measure: Duration,
+}
+
+/// Latency samples in microseconds.
+#[derive(Debug, Default)]
+struct Latencies(RefCell<Vec<u32>>);
+
+impl Latencies {
+    fn record(&self, since: Instant) {
+        let micros = since.elapsed().as_micros().min(u32::MAX as u128) as u32;
+        self.0.borrow_mut().push(micros);
+    }
+
+    fn record_micros(&self, micros: u64) {
+        self.0.borrow_mut().push(micros.min(u32::MAX as u64) as u32);
+    }
+
+    /// The `q` quantile (0..=1), in microseconds; 0 without samples.
+    fn quantile(&self, q: f64) -> f64 {
+        let mut samples = self.0.borrow_mut();
+        if samples.is_empty() {
+            return 0.0;
+        }
+        samples.sort_unstable();
+        let rank = ((samples.len() as f64 * q).ceil() as usize).clamp(1, samples.len());
+        samples[rank - 1] as f64
+    }
+}
+
+/// Where a scenario is: load runs before, during and after the measured window.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Phase {
+    Warmup,
+    Measure,
+    Stop,
+}
+
+/// Connects `count` WebSocket clients, at most `in_flight` handshakes at a time; also returns
+/// each handshake's latency and the first error, if any.
+async fn connect_all<'a>(
+    executor: &LocalExecutor<'a>,
+    addr: SocketAddr,
+    count: usize,
+    in_flight: usize,
+) -> io::Result<(Vec<WsClient>, Latencies)> {
+    let (token_tx, token_rx) = async_channel::bounded::<()>(in_flight.max(1));
+    for _ in 0..in_flight.max(1) {
+        let _ = token_tx.try_send(());
+    }
+    let latencies = Rc::new(Latencies::default());
+    let mut tasks = Vec::with_capacity(count);
+    for _ in 0..count {
+        let (token_tx, token_rx, latencies) =
+            (token_tx.clone(), token_rx.clone(), latencies.clone());
+        tasks.push(executor.spawn(async move {
+            let _ = token_rx.recv().await;
+            let start = Instant::now();
+            let client = WsClient::connect(addr).await;
+            latencies.record(start);
+            let _ = token_tx.send(()).await;
+            client
+        }));
+    }
+    let mut clients = Vec::with_capacity(count);
+    for task in tasks {
+        clients.push(task.await?);
+    }
+    drop(token_tx);
+    let latencies = Rc::try_unwrap(latencies).unwrap_or_default();
+    Ok((clients, latencies))
+}
+
+fn micros_per(cpu_ns: u64, count: u64) -> f64 {
+    if count == 0 {
+        return 0.0;
+    }
+    cpu_ns as f64 / 1000.0 / count as f64
+}
+
+/// `connect`: `count` WebSocket clients connect to `/`, `in_flight` handshakes at a time; then they
+/// stay idle while the server's memory is read.
+pub async fn connect<'a>(
+    executor: &LocalExecutor<'a>,
+    target: Target,
+    count: usize,
+    in_flight: usize,
+) -> io::Result<Vec<Figure>> {
+    let before = target.sample()?;
+    let start = Instant::now();
+    let (clients, latencies) = connect_all(executor, target.addr, count, in_flight).await?;
+    let elapsed = start.elapsed();
+    let connected = target.sample()?;
+    // Idle: the clients answer pings only. Let the server settle before reading its memory.
+    let (stop_tx, stop_rx) = async_channel::bounded::<()>(1);
+    let mut idle = Vec::with_capacity(clients.len());
+    for mut client in clients {
+        let stop_rx = stop_rx.clone();
+        idle.push(executor.spawn(async move {
+            let stopped = futures_lite::future::or(
+                async {
+                    let _ = stop_rx.recv().await;
+                    true
+                },
+                async {
+                    while client.recv().await.is_ok() {}
+                    false
+                },
+            )
+            .await;
+            (stopped, client)
+        }));
+    }
+    Timer::after(Duration::from_secs(2)).await;
+    let idle_sample = target.sample()?;
+    drop(stop_tx);
+    let mut dropped = 0u64;
+    for task in idle {
+        let (stopped, client) = task.await;
+        if !stopped {
+            dropped += 1;
+        }
+        client.close().await;
+    }
+    let memory = idle_sample.rss_kib.saturating_sub(before.rss_kib) as f64 / count as f64;
+    Ok(vec![
+        Figure::new(
+            "connections/s",
+            count as f64 / elapsed.as_secs_f64(),
+            Better::Higher,
+        ),
+        Figure::new(
+            "setup p50 (ms)",
+            latencies.quantile(0.5) / 1000.0,
+            Better::Lower,
+        ),
+        Figure::new(
+            "setup p99 (ms)",
+            latencies.quantile(0.99) / 1000.0,
+            Better::Lower,
+        ),
+        Figure::new(
+            "server CPU per connection (µs)",
+            micros_per(connected.cpu_ns - before.cpu_ns, count as u64),
+            Better::Lower,
+        ),
+        Figure::new("idle memory per connection (KiB)", memory, Better::Lower),
+        Figure::new(
+            "connections dropped while idle",
+            dropped as f64,
+            Better::Lower,
+        ),
+    ])
+}
+
+/// Shared counters of a scenario's tasks.
+#[derive(Default)]
+struct Counters {
+    phase: Cell<Option<Phase>>,
+    measured: Cell<u64>,
+    latencies: Latencies,
+}
+
+impl Counters {
+    fn phase(&self) -> Phase {
+        self.phase.get().unwrap_or(Phase::Warmup)
+    }
+
+    /// A round trip started at `start` ended now: counted if the window is open.
+    fn completed(&self, start: Instant) {
+        if self.phase() == Phase::Measure {
+            self.measured.set(self.measured.get() + 1);
+            self.latencies.record(start);
+        }
+    }
+}
+
+/// Drives the phases: warmup, then the measured window between two `/proc` readings; returns the
+/// readings and the window's real length.
+async fn measure_window(
+    counters: &Counters,
+    target: Target,
+    window: Window,
+) -> io::Result<(ProcSample, ProcSample, Duration)> {
+    Timer::after(window.warmup).await;
+    let before = target.sample()?;
+    let start = Instant::now();
+    counters.phase.set(Some(Phase::Measure));
+    Timer::after(window.measure).await;
+    counters.phase.set(Some(Phase::Stop));
+    let after = target.sample()?;
+    Ok((before, after, start.elapsed()))
+}
+
+/// The figures of an echo-like scenario.
+fn echo_figures(
+    counters: &Counters,
+    before: ProcSample,
+    after: ProcSample,
+    elapsed: Duration,
+) -> Vec<Figure> {
+    let count = counters.measured.get();
+    vec![
+        Figure::new(
+            "messages/s",
+            count as f64 / elapsed.as_secs_f64(),
+            Better::Higher,
+        ),
+        Figure::new(
+            "round trip p50 (µs)",
+            counters.latencies.quantile(0.5),
+            Better::Lower,
+        ),
+        Figure::new(
+            "round trip p99 (µs)",
+            counters.latencies.quantile(0.99),
+            Better::Lower,
+        ),
+        Figure::new(
+            "round trip p99.9 (µs)",
+            counters.latencies.quantile(0.999),
+            Better::Lower,
+        ),
+        Figure::new(
+            "server CPU per echo (µs)",
+            micros_per(after.cpu_ns - before.cpu_ns, count),
+            Better::Lower,
+        ),
+    ]
+}
+
+/// `echo` (`ack == false`) and `echo-ack`: `count` WebSocket clients each keep one event in flight;
+/// the server emits it back, or acknowledges it.
+pub async fn echo<'a>(
+    executor: &LocalExecutor<'a>,
+    target: Target,
+    count: usize,
+    ack: bool,
+    window: Window,
+) -> io::Result<Vec<Figure>> {
+    let (clients, _) = connect_all(executor, target.addr, count, 100).await?;
+    round_trips(executor, target, clients, ack, window).await
+}
+
+/// The polling variant of `echo`: each client POSTs an event and GETs the server's emit back.
+pub async fn polling_echo<'a>(
+    executor: &LocalExecutor<'a>,
+    target: Target,
+    count: usize,
+    window: Window,
+) -> io::Result<Vec<Figure>> {
+    let mut clients = Vec::with_capacity(count);
+    for _ in 0..count {
+        clients.push(PollingClient::connect(target.addr).await?);
+    }
+    round_trips(executor, target, clients, false, window).await
+}
+
+/// Each client keeps one `echo` (or `echo-ack`) in flight until the window ends.
+async fn round_trips<'a, C: Transport + 'static>(
+    executor: &LocalExecutor<'a>,
+    target: Target,
+    clients: Vec<C>,
+    ack: bool,
+    window: Window,
+) -> io::Result<Vec<Figure>> {
+    let counters = Rc::new(Counters::default());
+    let mut tasks = Vec::with_capacity(clients.len());
+    for mut client in clients {
+        let counters = counters.clone();
+        tasks.push(executor.spawn(async move {
+            let mut seq = 0u64;
+            while counters.phase() != Phase::Stop {
+                seq += 1;
+                let start = Instant::now();
+                let (packet, answer) = match ack {
+                    false => (format!("42[\"echo\",{seq}]"), "42[\"echo\","),
+                    true => (format!("42{seq}[\"echo-ack\",{seq}]"), "43"),
+                };
+                client.send(packet).await?;
+                while !client.recv().await?.starts_with(answer) {}
+                counters.completed(start);
+            }
+            client.close().await;
+            io::Result::Ok(())
+        }));
+    }
+    let (before, after, elapsed) = measure_window(&counters, target, window).await?;
+    for task in tasks {
+        task.await?;
+    }
+    Ok(echo_figures(&counters, before, after, elapsed))
+}
+
+/// Reads `42["broadcast",[sender,sent_at]]`.
+fn parse_broadcast(packet: &str) -> Option<(usize, u64)> {
+    let rest = packet.strip_prefix("42[\"broadcast\",[")?;
+    let (sender, rest) = rest.split_once(',')?;
+    let sent_at = rest.split(']').next()?;
+    Some((sender.parse().ok()?, sent_at.parse().ok()?))
+}
+
+/// `broadcast`: `count` WebSocket clients join the room `bench`; `senders` of them each keep one
+/// message in flight (the next is sent when the sender receives its own). The server emits each
+/// to the room. After the window, the loader waits until every delivery arrived (at most
+/// `drain`) and reports the losses.
+pub async fn broadcast<'a>(
+    executor: &LocalExecutor<'a>,
+    target: Target,
+    count: usize,
+    senders: usize,
+    window: Window,
+    drain: Duration,
+) -> io::Result<Vec<Figure>> {
+    let (mut clients, _) = connect_all(executor, target.addr, count, 200).await?;
+    for client in &mut clients {
+        client.send("420[\"join\",\"bench\"]".to_owned()).await?;
+    }
+    for client in &mut clients {
+        while !client.recv().await?.starts_with("430") {}
+    }
+    let epoch = Instant::now();
+    let counters = Rc::new(Counters::default());
+    let sent = Rc::new(Cell::new(0u64));
+    let received = Rc::new(Cell::new(0u64));
+    let (stop_tx, stop_rx) = async_channel::bounded::<()>(1);
+    let mut tasks = Vec::with_capacity(count);
+    for (index, mut client) in clients.into_iter().enumerate() {
+        let (counters, sent, received, stop_rx) = (
+            counters.clone(),
+            sent.clone(),
+            received.clone(),
+            stop_rx.clone(),
+        );
+        tasks.push(executor.spawn(async move {
+            let send_next = |sent: &Cell<u64>| {
+                sent.set(sent.get() + 1);
+                let now = epoch.elapsed().as_micros() as u64;
+                format!("42[\"broadcast\",[{index},{now}]]")
+            };
+            if index < senders {
+                client.send(send_next(&sent)).await?;
+            }
+            let work = async {
+                loop {
+                    let packet = client.recv().await?;
+                    let Some((from, sent_at)) = parse_broadcast(&packet) else {
+                        continue;
+                    };
+                    received.set(received.get() + 1);
+                    if counters.phase() == Phase::Measure {
+                        counters.measured.set(counters.measured.get() + 1);
+                        let now = epoch.elapsed().as_micros() as u64;
+                        counters
+                            .latencies
+                            .record_micros(now.saturating_sub(sent_at));
+                    }
+                    if from == index && counters.phase() != Phase::Stop {
+                        client.send(send_next(&sent)).await?;
+                    }
+                }
+            };
+            let stop = async {
+                let _ = stop_rx.recv().await;
+                io::Result::Ok(())
+            };
+            let result = futures_lite::future::or(stop, work).await;
+            client.close().await;
+            result
+        }));
+    }
+    let (before, after, elapsed) = measure_window(&counters, target, window).await?;
+    // Wait for the deliveries still on their way.
+    let deadline = Instant::now() + drain;
+    while received.get() < sent.get() * count as u64 && Instant::now() < deadline {
+        Timer::after(Duration::from_millis(20)).await;
+    }
+    let lost = (sent.get() * count as u64).saturating_sub(received.get());
+    drop(stop_tx);
+    for task in tasks {
+        task.await?;
+    }
+    let deliveries = counters.measured.get();
+    Ok(vec![
+        Figure::new(
+            "deliveries/s",
+            deliveries as f64 / elapsed.as_secs_f64(),
+            Better::Higher,
+        ),
+        Figure::new(
+            "send to receipt p50 (ms)",
+            counters.latencies.quantile(0.5) / 1000.0,
+            Better::Lower,
+        ),
+        Figure::new(
+            "send to receipt p99 (ms)",
+            counters.latencies.quantile(0.99) / 1000.0,
+            Better::Lower,
+        ),
+        Figure::new(
+            "server CPU per delivery (µs)",
+            micros_per(after.cpu_ns - before.cpu_ns, deliveries),
+            Better::Lower,
+        ),
+        Figure::new("messages lost", lost as f64, Better::Lower),
+    ])
+}

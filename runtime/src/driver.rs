@@ -141,7 +141,8 @@ pub struct Limits {
     /// Frames waiting to be written to one WebSocket; a client that reads slower than this is
     /// disconnected with `transport error`. The queue takes memory only while frames wait.
     pub ws_queue: usize,
-    /// Read buffer of a WebSocket, kept small: idle memory per connection matters.
+    /// Read buffer of a WebSocket, kept small because every connection holds one; it is also the
+    /// most read in one call, so raise it when clients send large messages.
     pub ws_read_buffer: usize,
     /// Largest request head.
     pub max_header_size: usize,
@@ -154,7 +155,7 @@ impl Default for Limits {
         Limits {
             driver_queue: 4096,
             ws_queue: 1024,
-            ws_read_buffer: 4096,
+            ws_read_buffer: 1024,
             max_header_size: 16 * 1024,
             header_read_timeout: std::time::Duration::from_secs(30),
         }

@@ -1,6 +1,8 @@
 //! The handshake object of a socket, as the reference builds it at namespace connection.
 
+use std::cell::OnceCell;
 use std::collections::BTreeMap;
+use std::sync::Arc;
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use http::HeaderMap;
@@ -50,6 +52,34 @@ impl Handshake {
             query,
             auth,
         }
+    }
+}
+
+/// A socket's handshake, built on first use: most sockets never read it, and the built object
+/// (headers, query map, strings) would be a large share of an idle connection's memory. Until
+/// then it holds the core's shared handshake of the session, the auth payload and the time.
+pub(crate) struct LazyHandshake {
+    engine: Arc<EngineHandshake>,
+    auth: Value,
+    at: SystemTime,
+    built: OnceCell<Arc<Handshake>>,
+}
+
+impl LazyHandshake {
+    pub(crate) fn new(engine: Arc<EngineHandshake>, auth: Value, at: SystemTime) -> LazyHandshake {
+        LazyHandshake {
+            engine,
+            auth,
+            at,
+            built: OnceCell::new(),
+        }
+    }
+
+    /// The handshake, built the first time.
+    pub(crate) fn get(&self) -> Arc<Handshake> {
+        self.built
+            .get_or_init(|| Arc::new(Handshake::new(&self.engine, self.auth.clone(), self.at)))
+            .clone()
     }
 }
 

@@ -23,7 +23,7 @@ use sio_core::socket::{
 };
 
 use crate::driver::{App, Command, Limits, Shared};
-use crate::handshake::Handshake;
+use crate::handshake::{Handshake, LazyHandshake};
 use crate::{BoxFuture, Runtime};
 
 /// An emit could not be carried out.
@@ -305,7 +305,7 @@ struct NamespaceHandlers {
 struct SocketEntry {
     sid: String,
     nsp: String,
-    handshake: Arc<Handshake>,
+    handshake: LazyHandshake,
     events: HashMap<String, EventHandler>,
     any: Vec<(ListenerId, AnyHandler)>,
     any_outgoing: Vec<(ListenerId, AnyHandler)>,
@@ -522,7 +522,7 @@ impl<'a> IoRef<'a> {
                 auth,
                 handshake,
                 recovered,
-            } => self.on_connect(socket, nsp, auth, &handshake, recovered),
+            } => self.on_connect(socket, nsp, auth, handshake, recovered),
             Event::Message {
                 socket,
                 event,
@@ -738,7 +738,7 @@ impl<'a> IoRef<'a> {
         socket: SocketId,
         nsp: sio_core::socket::NspId,
         auth: Value,
-        engine: &sio_core::engine::Handshake,
+        engine: Arc<sio_core::engine::Handshake>,
         recovered: bool,
     ) {
         let name = self.server.namespace_name(nsp).to_owned();
@@ -753,7 +753,7 @@ impl<'a> IoRef<'a> {
             .socket_sid(socket)
             .map(|s| s.to_string())
             .unwrap_or_default();
-        let handshake = Arc::new(Handshake::new(engine, auth.clone(), SystemTime::now()));
+        let handshake = LazyHandshake::new(engine, auth.clone(), SystemTime::now());
         self.state.by_sid.insert(sid.clone(), socket);
         self.state.sockets.insert(
             socket,
@@ -1019,7 +1019,7 @@ impl Operator {
                     id: entry.sid.clone(),
                     nsp: entry.nsp.clone(),
                     rooms: io.server.rooms(socket).map(str::to_owned).collect(),
-                    handshake: entry.handshake.clone(),
+                    handshake: entry.handshake.get(),
                     data: entry.data.as_ref().map_or(Value::Null, |d| d.to_json()),
                     handle: shared.clone().map(|shared| SocketHandle {
                         shared,
@@ -1190,7 +1190,7 @@ impl<'a> SocketRef<'a> {
 
     /// The handshake of the connection.
     pub fn handshake(&self) -> Option<Arc<Handshake>> {
-        self.entry().map(|e| e.handshake.clone())
+        self.entry().map(|e| e.handshake.get())
     }
 
     /// The server.

@@ -24,9 +24,6 @@ use crate::outbox::{Outbox, Taken};
 /// Frames written before a flush; also about the most the write buffer keeps between batches.
 const WRITE_BATCH_BYTES: usize = 8 * 1024;
 
-/// A batch buffer larger than this is given back after use: idle connections stay small.
-const KEPT_BATCH_FRAMES: usize = 16;
-
 /// What woke the task.
 enum Wake {
     Read(Option<Result<WsMessage, WsError>>),
@@ -69,9 +66,8 @@ pub(crate) async fn run<A: App>(shared: Arc<Shared<A>>, id: RequestId, on_upgrad
         match wake {
             Wake::Write(Taken::Frames) => {
                 let written = write_batch(&mut stream, &mut batch).await;
-                if batch.capacity() > KEPT_BATCH_FRAMES {
-                    batch = VecDeque::new();
-                }
+                // Give the buffer back: an idle connection keeps no queue memory.
+                batch = VecDeque::new();
                 if written.is_err() {
                     shared.send_now(Command::WsError {
                         id,

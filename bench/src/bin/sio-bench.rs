@@ -5,7 +5,10 @@
 //!
 //! ```text
 //! sio-bench [--runs N] [--quick] [--servers a,b,..] [--scenarios a,b,..] [--out FILE]
+//!           [--attach ADDR,PID]
 //! ```
+//!
+//! `--attach` loads a server started by hand (under a profiler, say) instead of starting one.
 
 use std::collections::BTreeMap;
 use std::io::{BufRead, BufReader, Write};
@@ -118,6 +121,7 @@ struct Options {
     servers: Vec<String>,
     scenarios: Option<Vec<String>>,
     out: String,
+    attach: Option<Target>,
 }
 
 fn parse_options() -> Result<Options, String> {
@@ -127,6 +131,7 @@ fn parse_options() -> Result<Options, String> {
         servers: SERVERS.iter().map(|s| s.to_string()).collect(),
         scenarios: None,
         out: "bench/results.md".to_owned(),
+        attach: None,
     };
     let mut args = std::env::args().skip(1);
     while let Some(arg) = args.next() {
@@ -139,6 +144,16 @@ fn parse_options() -> Result<Options, String> {
                 options.scenarios = Some(value()?.split(',').map(str::to_owned).collect())
             }
             "--out" => options.out = value()?,
+            "--attach" => {
+                let text = value()?;
+                let target = text.split_once(',').and_then(|(addr, pid)| {
+                    Some(Target {
+                        addr: addr.parse().ok()?,
+                        pid: pid.parse().ok()?,
+                    })
+                });
+                options.attach = Some(target.ok_or("--attach: ADDR,PID")?);
+            }
             other => return Err(format!("unknown argument {other}")),
         }
     }
@@ -234,7 +249,12 @@ impl Drop for Server {
     }
 }
 
-fn run_scenario(scenario: &Scenario, server: &str, quick: bool) -> std::io::Result<Vec<Figure>> {
+fn run_scenario(
+    scenario: &Scenario,
+    server: &str,
+    options: &Options,
+) -> std::io::Result<Vec<Figure>> {
+    let quick = options.quick;
     let window = if quick {
         Window {
             warmup: Duration::from_millis(500),
@@ -246,8 +266,14 @@ fn run_scenario(scenario: &Scenario, server: &str, quick: bool) -> std::io::Resu
             measure: Duration::from_secs(5),
         }
     };
-    let process = Server::start(server)?;
-    let target = process.target;
+    let process = match options.attach {
+        Some(_) => None,
+        None => Some(Server::start(server)?),
+    };
+    let target = options
+        .attach
+        .or(process.as_ref().map(|p| p.target))
+        .expect("a server");
     let executor = LocalExecutor::new();
     let result = async_io::block_on(executor.run(async {
         match scenario.kind {
@@ -557,7 +583,7 @@ fn main() {
                     options.runs, scenario.name
                 );
                 let _ = std::io::stderr().flush();
-                match run_scenario(scenario, server, options.quick) {
+                match run_scenario(scenario, server, &options) {
                     Ok(figures) => {
                         let summary: Vec<String> = figures
                             .iter()

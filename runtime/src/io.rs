@@ -30,20 +30,34 @@ impl<T: futures_io::AsyncRead> hyper::rt::Read for Compat<T> {
     fn poll_read(
         self: Pin<&mut Self>,
         cx: &mut Context<'_>,
-        mut buf: hyper::rt::ReadBufCursor<'_>,
+        buf: hyper::rt::ReadBufCursor<'_>,
     ) -> Poll<io::Result<()>> {
         // hyper's buffer may be uninitialised and futures-io wants an initialised slice; without
-        // `unsafe`, read into a stack buffer and copy.
-        let mut scratch = [0u8; 8192];
-        let len = buf.remaining().min(scratch.len());
-        match self.project().inner.poll_read(cx, &mut scratch[..len]) {
-            Poll::Ready(Ok(n)) => {
-                buf.put_slice(&scratch[..n]);
-                Poll::Ready(Ok(()))
-            }
-            Poll::Ready(Err(e)) => Poll::Ready(Err(e)),
-            Poll::Pending => Poll::Pending,
+        // `unsafe`, read into a zeroed stack buffer and copy. Its size follows the request, so
+        // that a small WebSocket read does not pay for zeroing 8 KiB.
+        let inner = self.project().inner;
+        match buf.remaining() {
+            0..=1024 => read_through::<_, 1024>(inner, cx, buf),
+            1025..=4096 => read_through::<_, 4096>(inner, cx, buf),
+            _ => read_through::<_, 8192>(inner, cx, buf),
         }
+    }
+}
+
+fn read_through<T: futures_io::AsyncRead, const N: usize>(
+    inner: Pin<&mut T>,
+    cx: &mut Context<'_>,
+    mut buf: hyper::rt::ReadBufCursor<'_>,
+) -> Poll<io::Result<()>> {
+    let mut scratch = [0u8; N];
+    let len = buf.remaining().min(N);
+    match inner.poll_read(cx, &mut scratch[..len]) {
+        Poll::Ready(Ok(n)) => {
+            buf.put_slice(&scratch[..n]);
+            Poll::Ready(Ok(()))
+        }
+        Poll::Ready(Err(e)) => Poll::Ready(Err(e)),
+        Poll::Pending => Poll::Pending,
     }
 }
 

@@ -44,6 +44,21 @@ pub fn app(io: &sio_runtime::SocketIo) {
             socket.join(&room);
             let _ = socket.ack(&());
         });
+        // `count` messages of `size` bytes at once, for a client that does not read them.
+        socket.on("flood", |socket, (count, size): (usize, usize)| {
+            let text = "x".repeat(size.min(1 << 20));
+            for _ in 0..count.min(100_000) {
+                let _ = socket.emit("flood", &text);
+            }
+        });
+        // Members of `watchers` hear of every disconnection, with its reason.
+        socket.on_disconnect(|socket, reason| {
+            let id = socket.id().to_owned();
+            let _ = socket
+                .io()
+                .to("watchers")
+                .emit("gone", &(id, reason.to_string()));
+        });
         socket.on("to-room", |socket, (room, message): (String, Value)| {
             let _ = socket.to(room).emit("room-message", &message);
         });

@@ -24,6 +24,7 @@ macro_rules! suite {
             #[test] fn rooms() { super::rooms(START) }
             #[test] fn server_acks_with_timeout() { super::server_acks_with_timeout(START) }
             #[test] fn malformed_packets_close_the_connection() { super::malformed_packets_close_the_connection(START) }
+            #[test] fn a_client_that_does_not_read_is_cut_off() { super::a_client_that_does_not_read_is_cut_off(START) }
         })*
     };
 }
@@ -298,4 +299,27 @@ fn malformed_packets_close_the_connection(start: Start) {
         ws.send(bad);
         assert!(ws.closed(), "{bad}");
     }
+}
+
+fn a_client_that_does_not_read_is_cut_off(start: Start) {
+    let addr = start();
+    let (mut watcher, _) = Ws::open(addr);
+    watcher.connect_nsp("/", "");
+    assert_eq!(watcher.recv_packet(), "42[\"auth\",{}]");
+    watcher.send("421[\"join\",\"watchers\"]");
+    assert_eq!(watcher.recv_packet(), "431[]");
+    let (mut slow, _) = Ws::open(addr);
+    let sid = slow.connect_nsp("/", "");
+    // 3,000 x 16 KiB is more than the loopback socket buffers and the 1,024 frames of the
+    // connection's queue can hold while the client reads nothing.
+    slow.send("42[\"flood\",3000,16384]");
+    assert_eq!(
+        watcher.recv_packet(),
+        format!("42[\"gone\",\"{sid}\",\"transport error\"]")
+    );
+    // What was queued before the cut is written, then the connection closes.
+    assert!(slow.closed());
+    // The server goes on serving the others.
+    watcher.send("42[\"message\",\"still here\"]");
+    assert_eq!(watcher.recv_packet(), "42[\"message-back\",\"still here\"]");
 }

@@ -2,6 +2,9 @@
 //! (the microbenchmarks), and the load generator of the side-by-side runs ([`load`]).
 
 pub mod load;
+mod server;
+
+pub use server::ServerProcess;
 
 use std::time::Instant;
 

@@ -1,40 +1,17 @@
 //! The load generator against the sio bench server (tokio), at small sizes: every scenario runs,
 //! reads the server's `/proc` figures, and loses nothing.
 
-use std::io::{BufRead, BufReader};
-use std::process::{Child, Command, Stdio};
+use std::process::Command;
 use std::time::Duration;
 
-use sio_bench::load::{self, Figure, Target, Window};
+use sio_bench::ServerProcess;
+use sio_bench::load::{self, Figure, Window};
 use smol::LocalExecutor;
 
-struct Server(Child, Target);
-
-impl Drop for Server {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
-fn start(runtime: &str) -> Server {
-    let mut child = Command::new(env!("CARGO_BIN_EXE_sio-bench-server"))
-        .arg(runtime)
-        .env("PORT", "0")
-        .stdout(Stdio::piped())
-        .spawn()
-        .expect("the bench server starts");
-    let mut line = String::new();
-    BufReader::new(child.stdout.take().expect("piped"))
-        .read_line(&mut line)
-        .expect("the server prints its address");
-    let addr = line
-        .trim()
-        .strip_prefix("listening on ")
-        .and_then(|a| a.parse().ok())
-        .unwrap_or_else(|| panic!("unexpected first line {line:?}"));
-    let pid = child.id();
-    Server(child, Target { addr, pid })
+fn start(runtime: &str) -> ServerProcess {
+    let mut command = Command::new(env!("CARGO_BIN_EXE_sio-bench-server"));
+    command.arg(runtime);
+    ServerProcess::spawn(command).expect("the bench server starts")
 }
 
 fn value(figures: &[Figure], name: &str) -> f64 {
@@ -53,7 +30,7 @@ const WINDOW: Window = Window {
 #[test]
 fn every_scenario_runs_and_loses_nothing() {
     let server = start("tokio");
-    let target = server.1;
+    let target = server.target;
     let executor = LocalExecutor::new();
     async_io::block_on(executor.run(async {
         let connect = load::connect(&executor, target, 50, 10).await.unwrap();

@@ -11,11 +11,11 @@
 //! `--attach` loads a server started by hand (under a profiler, say) instead of starting one.
 
 use std::collections::BTreeMap;
-use std::io::{BufRead, BufReader, Write};
-use std::net::SocketAddr;
-use std::process::{Child, Command, Stdio};
+use std::io::Write;
+use std::process::Command;
 use std::time::Duration;
 
+use sio_bench::ServerProcess;
 use sio_bench::load::{self, Better, Figure, Target, Window};
 use smol::LocalExecutor;
 
@@ -167,86 +167,39 @@ fn parse_options() -> Result<Options, String> {
     Ok(options)
 }
 
-/// A server process under test.
-struct Server {
-    child: Child,
-    target: Target,
-}
-
-impl Server {
-    fn start(name: &str) -> std::io::Result<Server> {
-        let bin_dir = std::env::current_exe()?
-            .parent()
-            .map(|p| p.to_path_buf())
-            .unwrap_or_default();
-        let sio = bin_dir.join("sio-bench-server").display().to_string();
-        let (program, args, env): (String, Vec<&str>, Vec<(&str, &str)>) = match name {
-            "sio-tokio" => (sio, vec!["tokio"], vec![]),
-            "sio-smol" => (sio, vec!["smol"], vec![("SMOL_THREADS", "1")]),
-            "sio-async-std" => (
-                sio,
-                vec!["async-std"],
-                vec![("ASYNC_STD_THREAD_COUNT", "1")],
-            ),
-            "node" => ("node".to_owned(), vec!["bench/node/server.mjs"], vec![]),
-            _ => (
-                bin_dir
-                    .join("socketioxide-bench-server")
-                    .display()
-                    .to_string(),
-                vec![],
-                vec![],
-            ),
-        };
-        // The server on core 0; this process runs on core 1 (bench/run.sh).
-        let mut child = Command::new("taskset")
-            .arg("-c")
-            .arg("0")
-            .arg(&program)
-            .args(&args)
-            .envs(env)
-            .env("PORT", "0")
-            .stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::inherit())
-            .spawn()?;
-        let stdout = child.stdout.take().expect("piped stdout");
-        let (line_tx, line_rx) = std::sync::mpsc::channel();
-        std::thread::spawn(move || {
-            let mut lines = BufReader::new(stdout).lines();
-            let first = lines.next();
-            let _ = line_tx.send(first);
-            // Keep reading so that the server never blocks on a full pipe.
-            for _ in lines {}
-        });
-        let line = match line_rx.recv_timeout(Duration::from_secs(30)) {
-            Ok(Some(Ok(line))) => line,
-            _ => {
-                let _ = child.kill();
-                let _ = child.wait();
-                return Err(std::io::Error::other(format!(
-                    "{name} ({program}) did not say where it listens"
-                )));
-            }
-        };
-        let addr: SocketAddr = line
-            .strip_prefix("listening on ")
-            .and_then(|a| a.parse().ok())
-            .ok_or_else(|| std::io::Error::other(format!("{name} printed {line:?}")))?;
-        // taskset execs the server, so the child's pid is the server's.
-        let target = Target {
-            addr,
-            pid: child.id(),
-        };
-        Ok(Server { child, target })
-    }
-}
-
-impl Drop for Server {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
+/// Starts server `name` pinned to core 0 (this process runs on core 1, see bench/run.sh).
+fn start_server(name: &str) -> std::io::Result<ServerProcess> {
+    let bin_dir = std::env::current_exe()?
+        .parent()
+        .map(|p| p.to_path_buf())
+        .unwrap_or_default();
+    let sio = bin_dir.join("sio-bench-server").display().to_string();
+    let (program, args, env): (String, Vec<&str>, Vec<(&str, &str)>) = match name {
+        "sio-tokio" => (sio, vec!["tokio"], vec![]),
+        "sio-smol" => (sio, vec!["smol"], vec![("SMOL_THREADS", "1")]),
+        "sio-async-std" => (
+            sio,
+            vec!["async-std"],
+            vec![("ASYNC_STD_THREAD_COUNT", "1")],
+        ),
+        "node" => ("node".to_owned(), vec!["bench/node/server.mjs"], vec![]),
+        _ => (
+            bin_dir
+                .join("socketioxide-bench-server")
+                .display()
+                .to_string(),
+            vec![],
+            vec![],
+        ),
+    };
+    // taskset execs the server, so the child's pid is the server's.
+    let mut command = Command::new("taskset");
+    command
+        .args(["-c", "0"])
+        .arg(&program)
+        .args(&args)
+        .envs(env);
+    ServerProcess::spawn(command)
 }
 
 fn run_scenario(
@@ -268,7 +221,7 @@ fn run_scenario(
     };
     let process = match options.attach {
         Some(_) => None,
-        None => Some(Server::start(server)?),
+        None => Some(start_server(server)?),
     };
     let target = options
         .attach

@@ -11,3 +11,7 @@
 
 pub mod engine;
 pub mod socket;
+
+/// A map keyed by ids the server makes itself (sequential or slot numbers, never chosen by a
+/// client): a fast hash without a random key is safe there, and it is on every packet's path.
+pub(crate) type IdMap<K, V> = std::collections::HashMap<K, V, rustc_hash::FxBuildHasher>;

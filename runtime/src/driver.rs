@@ -2,7 +2,7 @@
 //! every input it drains the core's output to the connections and the application, then sleeps until
 //! the next input or the core's next timeout.
 
-use std::collections::HashMap;
+use rustc_hash::FxHashMap;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -269,7 +269,7 @@ pub(crate) fn spawn<A: App>(runtime: Arc<dyn Runtime>, app: A, limits: Limits) -
         app,
         runtime: runtime.clone(),
         commands: rx,
-        slots: HashMap::new(),
+        slots: FxHashMap::default(),
     };
     runtime.spawn(Box::pin(driver.run()));
     shared
@@ -279,7 +279,8 @@ struct Driver<A: App> {
     app: A,
     runtime: Arc<dyn Runtime>,
     commands: Receiver<Command<A>>,
-    slots: HashMap<RequestId, Slot>,
+    /// Keyed by our own sequential ids, so a fast non-keyed hash is safe.
+    slots: FxHashMap<RequestId, Slot>,
 }
 
 impl<A: App> Driver<A> {

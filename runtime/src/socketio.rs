@@ -8,6 +8,8 @@
 
 use std::any::Any;
 use std::collections::HashMap;
+
+use rustc_hash::FxHashMap;
 use std::future::Future;
 use std::net::SocketAddr;
 use std::pin::Pin;
@@ -349,12 +351,12 @@ impl<T: Any + Send + Serialize> SocketData for T {
 /// The application's side of the server: handlers and per-socket state.
 struct State {
     namespaces: HashMap<String, NamespaceHandlers>,
-    sockets: HashMap<SocketId, SocketEntry>,
+    sockets: FxHashMap<SocketId, SocketEntry>,
     /// Sockets by public id (unique across namespaces).
     by_sid: HashMap<String, SocketId>,
     /// The data of sockets whose session is kept for recovery, by private id.
     kept_data: HashMap<sio_core::engine::Sid, Option<Box<dyn SocketData>>>,
-    acks: HashMap<AckId, PendingAck>,
+    acks: FxHashMap<AckId, PendingAck>,
     /// How many sockets have an outgoing catch-all listener, so a broadcast without
     /// any skips resolving its recipients.
     outgoing_listening: usize,
@@ -399,10 +401,10 @@ impl SioApp {
             server: Server::new(config, runtime.now()),
             state: State {
                 namespaces: HashMap::new(),
-                sockets: HashMap::new(),
+                sockets: FxHashMap::default(),
                 by_sid: HashMap::new(),
                 kept_data: HashMap::new(),
-                acks: HashMap::new(),
+                acks: FxHashMap::default(),
                 outgoing_listening: 0,
                 next_listener: 0,
                 allow_request: None,

@@ -50,6 +50,7 @@ pub use self::packet::{DecodeError, Frame, Message, Packet};
 use self::session::{Session, TimerKind, Upgrade};
 use self::sid::IdGenerator;
 pub use self::sid::Sid;
+use crate::IdMap;
 
 /// Names one HTTP request, and after a 101 the WebSocket it became. Chosen by the caller; it must be
 /// unique among the requests and WebSockets in flight.
@@ -270,14 +271,14 @@ pub struct Engine {
     sessions: Slab<Session>,
     next_generation: u32,
     by_sid: HashMap<Sid, SessionId>,
-    requests: HashMap<RequestId, Role>,
+    requests: IdMap<RequestId, Role>,
     timers: BTreeSet<(Instant, SessionId, TimerKind)>,
     transmits: VecDeque<Transmit>,
     events: VecDeque<EngineEvent>,
     /// Polling sessions with packets for a parked GET, flushed in this order.
     dirty: Vec<SessionId>,
     /// Headers to add to a request's response (CORS, the cookie), until it is answered.
-    extra_headers: HashMap<RequestId, HeaderMap>,
+    extra_headers: IdMap<RequestId, HeaderMap>,
 }
 
 impl Engine {
@@ -293,12 +294,12 @@ impl Engine {
             sessions: Slab::new(),
             next_generation: 0,
             by_sid: HashMap::new(),
-            requests: HashMap::new(),
+            requests: IdMap::default(),
             timers: BTreeSet::new(),
             transmits: VecDeque::new(),
             events: VecDeque::new(),
             dirty: Vec::new(),
-            extra_headers: HashMap::new(),
+            extra_headers: IdMap::default(),
         }
     }
 

@@ -29,6 +29,7 @@ pub use self::packet::{PacketType, ParseError, RESERVED_EVENTS};
 pub use self::payload::{Payload, PayloadError};
 pub use self::recovery::RecoveryConfig;
 use self::recovery::{KeptSession, Recovery};
+use crate::IdMap;
 use crate::engine::sid::IdGenerator;
 use crate::engine::{
     BodyError, CloseReason, Engine, EngineConfig, EngineEvent, Frame, Handshake, Message,
@@ -391,10 +392,10 @@ pub struct Server {
     ids: IdGenerator,
     namespaces: Vec<Namespace>,
     by_name: HashMap<String, NspId>,
-    clients: HashMap<SessionId, Client>,
+    clients: IdMap<SessionId, Client>,
     sockets: Slab<Socket>,
     next_generation: u32,
-    acks: HashMap<AckId, AckRequest>,
+    acks: IdMap<AckId, AckRequest>,
     timers: BTreeSet<(Instant, TimerKey)>,
     events: VecDeque<Queued>,
     recovery: Option<Recovery>,
@@ -424,10 +425,10 @@ impl Server {
             ids: IdGenerator::new(seed),
             namespaces: Vec::new(),
             by_name: HashMap::new(),
-            clients: HashMap::new(),
+            clients: IdMap::default(),
             sockets: Slab::new(),
             next_generation: 0,
-            acks: HashMap::new(),
+            acks: IdMap::default(),
             timers: BTreeSet::new(),
             events: VecDeque::new(),
             recovery: config.connection_state_recovery.map(Recovery::new),
@@ -1376,20 +1377,29 @@ impl Server {
                     .flatten()
                     .copied()
                     .collect();
-                let mut set = BTreeSet::new();
-                if rooms.is_empty() {
-                    set.extend(namespace.sockets.iter().copied());
-                } else {
-                    for room in rooms {
-                        if let Some(members) = namespace.rooms.get(room) {
-                            set.extend(members.iter().copied());
+                let keep = |s: &SocketId| !excluded.contains(s) && self.is_connected(*s);
+                // One room (or the whole namespace) is already sorted and unique: no set to build,
+                // which is the common broadcast.
+                let list = match rooms.as_slice() {
+                    [] => namespace.sockets.iter().copied().filter(keep).collect(),
+                    [room] => namespace
+                        .rooms
+                        .get(room)
+                        .into_iter()
+                        .flatten()
+                        .copied()
+                        .filter(keep)
+                        .collect(),
+                    _ => {
+                        let mut set = BTreeSet::new();
+                        for room in rooms {
+                            if let Some(members) = namespace.rooms.get(room) {
+                                set.extend(members.iter().copied());
+                            }
                         }
+                        set.into_iter().filter(keep).collect()
                     }
-                }
-                let list = set
-                    .into_iter()
-                    .filter(|s| !excluded.contains(s) && self.is_connected(*s))
-                    .collect();
+                };
                 Ok((*nsp, list))
             }
         }

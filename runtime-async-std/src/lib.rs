@@ -23,7 +23,6 @@
 #![forbid(unsafe_code)]
 
 use std::io;
-use std::net::SocketAddr;
 use std::pin::Pin;
 use std::time::Instant;
 
@@ -48,17 +47,13 @@ impl Runtime for AsyncStdRuntime {
     }
 }
 
-/// An async-std listener as a [`Listener`].
-pub struct AsyncStdListener(async_std::net::TcpListener);
-
-impl Listener for AsyncStdListener {
-    type Io = Compat<async_std::net::TcpStream>;
-
-    async fn accept(&mut self) -> io::Result<(Self::Io, SocketAddr)> {
-        let (stream, peer) = self.0.accept().await?;
-        let _ = stream.set_nodelay(true);
-        Ok((Compat::new(stream), peer))
-    }
+/// Serves an async-std listener through the shared async-io [`Listener`]: async-std runs on the
+/// async-io reactor, so the listener moves to it as a plain socket.
+fn wrap(listener: async_std::net::TcpListener) -> io::Result<AsyncIoListener> {
+    let listener = std::net::TcpListener::try_from(listener)?;
+    Ok(AsyncIoListener::new(std::sync::Arc::new(
+        async_io::Async::new(listener)?,
+    )))
 }
 
 sio_runtime::runtime_servers! {
@@ -66,5 +61,5 @@ sio_runtime::runtime_servers! {
     listener: async_std::net::TcpListener,
     addrs: async_std::net::ToSocketAddrs,
     bind: async_std::net::TcpListener::bind,
-    wrap: AsyncStdListener,
+    wrap: wrap,
 }

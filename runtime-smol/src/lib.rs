@@ -19,7 +19,6 @@
 #![forbid(unsafe_code)]
 
 use std::io;
-use std::net::SocketAddr;
 use std::pin::Pin;
 use std::sync::Arc;
 use std::time::Instant;
@@ -59,17 +58,9 @@ impl Runtime for SmolRuntime {
     }
 }
 
-/// A smol listener as a [`Listener`].
-pub struct SmolListener(async_net::TcpListener);
-
-impl Listener for SmolListener {
-    type Io = Compat<async_net::TcpStream>;
-
-    async fn accept(&mut self) -> io::Result<(Self::Io, SocketAddr)> {
-        let (stream, peer) = self.0.accept().await?;
-        let _ = stream.set_nodelay(true);
-        Ok((Compat::new(stream), peer))
-    }
+/// Serves a smol listener through the shared async-io [`Listener`].
+fn wrap(listener: async_net::TcpListener) -> io::Result<AsyncIoListener> {
+    Ok(AsyncIoListener::new(listener.into()))
 }
 
 sio_runtime::runtime_servers! {
@@ -77,5 +68,5 @@ sio_runtime::runtime_servers! {
     listener: async_net::TcpListener,
     addrs: async_net::AsyncToSocketAddrs,
     bind: async_net::TcpListener::bind,
-    wrap: SmolListener,
+    wrap: wrap,
 }

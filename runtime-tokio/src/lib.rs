@@ -103,10 +103,14 @@ sio_runtime::runtime_servers! {
     listener: tokio::net::TcpListener,
     addrs: tokio::net::ToSocketAddrs,
     bind: tokio::net::TcpListener::bind,
-    wrap: TokioListener,
+    wrap: wrap,
 }
 
 /// The examples of the README compile.
 #[cfg(doctest)]
 #[doc = include_str!("../../README.md")]
 struct ReadmeDoctests;
+
+fn wrap(listener: tokio::net::TcpListener) -> io::Result<TokioListener> {
+    Ok(TokioListener(listener))
+}

@@ -13,8 +13,8 @@ use hyper::server::conn::http1;
 use hyper::service::service_fn;
 use sio_core::engine::{BodyError, RequestId};
 
-use crate::HyperTimer;
 use crate::driver::{App, Command, Outcome, Shared};
+use crate::header_timer::HeaderTimer;
 
 /// The request was dropped on the core's word (the reference destroys it): the server should close
 /// the connection without an answer (hyper does so for a service error).
@@ -38,7 +38,7 @@ pub(crate) async fn serve_connection<A, I>(
     A: App,
     I: hyper::rt::Read + hyper::rt::Write + Send + Unpin + 'static,
 {
-    let timer = HyperTimer(shared.runtime.clone());
+    let timer = HeaderTimer::new(shared.runtime.clone());
     let limits = shared.limits.clone();
     let service = service_fn(move |req: Request<Incoming>| handle(shared.clone(), req, remote));
     let mut builder = http1::Builder::new();

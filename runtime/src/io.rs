@@ -32,33 +32,35 @@ impl<T: futures_io::AsyncRead> hyper::rt::Read for Compat<T> {
         cx: &mut Context<'_>,
         buf: hyper::rt::ReadBufCursor<'_>,
     ) -> Poll<io::Result<()>> {
-        // hyper's buffer may be uninitialised and futures-io wants an initialised slice; without
-        // `unsafe`, read into a zeroed stack buffer and copy. Its size follows the request, so
-        // that a small WebSocket read does not pay for zeroing 8 KiB.
         let inner = self.project().inner;
-        match buf.remaining() {
-            0..=1024 => read_through::<_, 1024>(inner, cx, buf),
-            1025..=4096 => read_through::<_, 4096>(inner, cx, buf),
-            _ => read_through::<_, 8192>(inner, cx, buf),
-        }
+        read_into(buf, |scratch| inner.poll_read(cx, scratch))
     }
 }
 
-fn read_through<T: futures_io::AsyncRead, const N: usize>(
-    inner: Pin<&mut T>,
-    cx: &mut Context<'_>,
+/// Fills hyper's buffer with one `read` into an initialised slice. hyper's buffer may be
+/// uninitialised and readers want an initialised slice; without `unsafe`, read into a zeroed
+/// stack buffer and copy. Its size follows the request, so that a small WebSocket read does not
+/// pay for zeroing 8 KiB.
+pub(crate) fn read_into(
+    buf: hyper::rt::ReadBufCursor<'_>,
+    read: impl FnOnce(&mut [u8]) -> Poll<io::Result<usize>>,
+) -> Poll<io::Result<()>> {
+    match buf.remaining() {
+        0..=1024 => read_through::<1024>(buf, read),
+        1025..=4096 => read_through::<4096>(buf, read),
+        _ => read_through::<8192>(buf, read),
+    }
+}
+
+fn read_through<const N: usize>(
     mut buf: hyper::rt::ReadBufCursor<'_>,
+    read: impl FnOnce(&mut [u8]) -> Poll<io::Result<usize>>,
 ) -> Poll<io::Result<()>> {
     let mut scratch = [0u8; N];
     let len = buf.remaining().min(N);
-    match inner.poll_read(cx, &mut scratch[..len]) {
-        Poll::Ready(Ok(n)) => {
-            buf.put_slice(&scratch[..n]);
-            Poll::Ready(Ok(()))
-        }
-        Poll::Ready(Err(e)) => Poll::Ready(Err(e)),
-        Poll::Pending => Poll::Pending,
-    }
+    let n = std::task::ready!(read(&mut scratch[..len]))?;
+    buf.put_slice(&scratch[..n]);
+    Poll::Ready(Ok(()))
 }
 
 impl<T: futures_io::AsyncWrite> hyper::rt::Write for Compat<T> {

@@ -6,10 +6,13 @@
 //! No protocol rule lives here: the glue moves bytes and time between the network and the core.
 #![forbid(unsafe_code)]
 
+#[cfg(feature = "async-io")]
+mod async_io;
 mod bundle;
 mod driver;
 mod engine;
 mod handshake;
+mod header_timer;
 mod http;
 mod io;
 mod listener;
@@ -24,6 +27,8 @@ use std::pin::Pin;
 use std::task::{Context, Poll};
 use std::time::Instant;
 
+#[cfg(feature = "async-io")]
+pub use async_io::{AsyncIoListener, AsyncIoStream, AsyncIoTimer};
 pub use bundle::{DEFAULT_CLIENT_DIR, load_client_bundle};
 pub use driver::{App, Core, Fallback, Limits};
 pub use engine::{EngineHandle, EngineHandler, EngineService, EngineSocket};
@@ -68,57 +73,4 @@ pub trait Timer: Send + Sync + 'static {
     fn reset(self: Pin<&mut Self>, deadline: Instant);
     /// Ready once the deadline has passed.
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<()>;
-}
-
-/// The async-io reactor's timer as a [`Timer`] (smol, async-std).
-#[cfg(feature = "async-io")]
-pub struct AsyncIoTimer {
-    timer: async_io::Timer,
-}
-
-#[cfg(feature = "async-io")]
-impl AsyncIoTimer {
-    /// A timer firing at `deadline`.
-    pub fn at(deadline: Instant) -> AsyncIoTimer {
-        AsyncIoTimer {
-            timer: async_io::Timer::at(deadline),
-        }
-    }
-}
-
-#[cfg(feature = "async-io")]
-impl Timer for AsyncIoTimer {
-    fn reset(mut self: Pin<&mut Self>, deadline: Instant) {
-        self.timer.set_at(deadline)
-    }
-
-    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<()> {
-        Pin::new(&mut self.timer).poll(cx).map(|_| ())
-    }
-}
-
-/// Adapts a [`Timer`] to `hyper::rt::Sleep`.
-struct HyperSleep(Pin<Box<dyn Timer>>);
-
-impl Future for HyperSleep {
-    type Output = ();
-    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<()> {
-        self.0.as_mut().poll(cx)
-    }
-}
-
-impl hyper::rt::Sleep for HyperSleep {}
-
-/// Gives hyper the runtime's timers (needed for the header-read timeout).
-#[derive(Clone)]
-struct HyperTimer(std::sync::Arc<dyn Runtime>);
-
-impl hyper::rt::Timer for HyperTimer {
-    fn sleep(&self, duration: std::time::Duration) -> Pin<Box<dyn hyper::rt::Sleep>> {
-        Box::pin(HyperSleep(self.0.new_timer(self.0.now() + duration)))
-    }
-
-    fn sleep_until(&self, deadline: Instant) -> Pin<Box<dyn hyper::rt::Sleep>> {
-        Box::pin(HyperSleep(self.0.new_timer(deadline)))
-    }
 }

@@ -6,7 +6,8 @@
 /// - `runtime`: an expression giving the crate's [`Runtime`](crate::Runtime) value;
 /// - `listener`: the runtime's TCP listener type, and `bind`: an async fn binding one;
 /// - `addrs`: the runtime's address trait for `bind`;
-/// - `wrap`: turns the listener into a [`Listener`](crate::Listener).
+/// - `wrap`: turns the listener into a [`Listener`](crate::Listener), or fails with an
+///   `io::Error`.
 #[macro_export]
 macro_rules! runtime_servers {
     (
@@ -53,7 +54,7 @@ macro_rules! runtime_servers {
 
             /// Serves the connections of an existing listener forever.
             pub async fn serve(&self, listener: $listener) -> ::std::io::Result<()> {
-                self.inner.serve_listener($wrap(listener)).await;
+                self.inner.serve_listener($wrap(listener)?).await;
                 Ok(())
             }
         }
@@ -98,7 +99,7 @@ macro_rules! runtime_servers {
 
             /// Serves the connections of an existing listener forever.
             pub async fn serve(self, listener: $listener) -> ::std::io::Result<()> {
-                self.service.serve_listener($wrap(listener)).await;
+                self.service.serve_listener($wrap(listener)?).await;
                 Ok(())
             }
         }

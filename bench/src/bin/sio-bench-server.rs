@@ -69,22 +69,29 @@ fn tokio_server(addr: std::net::SocketAddr) -> std::io::Result<()> {
     })
 }
 
+// smol and async-std: the whole server runs as one task of the runtime's executor, whose single
+// thread also drives the reactor, as tokio's current-thread runtime does. `block_on` from
+// futures-lite only parks the main thread; async-io's `block_on` there would make the main thread
+// poll the reactor and hand every event over to the executor's thread.
+
 fn smol_server(addr: std::net::SocketAddr) -> std::io::Result<()> {
-    smol::block_on(async {
+    // One executor thread unless SMOL_THREADS says otherwise (the runner sets 1).
+    futures_lite::future::block_on(smol::spawn(async move {
         let io = sio_smol::SocketIo::new(sio_smol::ServerConfig::default());
         install(&io);
         let listener = async_net::TcpListener::bind(addr).await?;
         announce(listener.local_addr()?);
         io.serve(listener).await
-    })
+    }))
 }
 
 fn async_std_server(addr: std::net::SocketAddr) -> std::io::Result<()> {
-    async_std::task::block_on(async {
+    // One executor thread when ASYNC_STD_THREAD_COUNT=1, as the runner sets it.
+    futures_lite::future::block_on(async_std::task::spawn(async move {
         let io = sio_async_std::SocketIo::new(sio_async_std::ServerConfig::default());
         install(&io);
         let listener = async_std::net::TcpListener::bind(addr).await?;
         announce(listener.local_addr()?);
         io.serve(listener).await
-    })
+    }))
 }

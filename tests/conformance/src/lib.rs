@@ -7,7 +7,7 @@ use std::sync::mpsc;
 use std::time::Duration;
 
 use serde_json::{Value, json};
-use sio_runtime::{AckError, EngineConfig, Payload, ServerConfig, SocketRef};
+use sio_runtime::{AckError, EngineConfig, Limits, Payload, ServerConfig, SocketRef};
 use tungstenite::{Message, WebSocket};
 
 /// Starts the application on a runtime and returns the address it listens on.
@@ -23,6 +23,17 @@ pub fn config() -> ServerConfig {
         },
         connect_timeout: Duration::from_millis(1000),
         ..ServerConfig::default()
+    }
+}
+
+/// The time a client has to send a request head: short, so that the suite can see it expire.
+pub const HEADER_READ_TIMEOUT: Duration = Duration::from_millis(500);
+
+/// The glue's limits for the suite.
+pub fn limits() -> Limits {
+    Limits {
+        header_read_timeout: HEADER_READ_TIMEOUT,
+        ..Limits::default()
     }
 }
 
@@ -99,7 +110,7 @@ pub fn start_tokio() -> SocketAddr {
             .build()
             .expect("a tokio runtime");
         runtime.block_on(async move {
-            let io = sio_tokio::SocketIo::new(config());
+            let io = sio_tokio::SocketIo::with_limits(config(), limits());
             app(&io);
             let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
                 .await
@@ -114,7 +125,7 @@ pub fn start_tokio() -> SocketAddr {
 pub fn start_smol() -> SocketAddr {
     spawn_server(|tx| {
         smol::block_on(async move {
-            let io = sio_smol::SocketIo::new(config());
+            let io = sio_smol::SocketIo::with_limits(config(), limits());
             app(&io);
             let listener = async_net::TcpListener::bind("127.0.0.1:0")
                 .await
@@ -129,7 +140,7 @@ pub fn start_smol() -> SocketAddr {
 pub fn start_async_std() -> SocketAddr {
     spawn_server(|tx| {
         async_std::task::block_on(async move {
-            let io = sio_async_std::SocketIo::new(config());
+            let io = sio_async_std::SocketIo::with_limits(config(), limits());
             app(&io);
             let listener = async_std::net::TcpListener::bind("127.0.0.1:0")
                 .await
@@ -182,6 +193,30 @@ pub fn http(addr: SocketAddr, method: &str, target: &str, body: &str) -> Respons
         head,
         body: raw[split + 4..].to_vec(),
     }
+}
+
+/// Reads one response of a keep-alive connection (its body sized by `content-length`).
+pub fn read_response(stream: &mut TcpStream) -> Response {
+    let mut raw = Vec::new();
+    let mut byte = [0u8; 1];
+    while !raw.ends_with(b"\r\n\r\n") {
+        stream.read_exact(&mut byte).expect("a response head");
+        raw.push(byte[0]);
+    }
+    let head = String::from_utf8_lossy(&raw[..raw.len() - 4]).into_owned();
+    let status = head[9..12].parse().expect("a status");
+    let length = head
+        .lines()
+        .find_map(|line| {
+            line.to_ascii_lowercase()
+                .strip_prefix("content-length: ")
+                .map(str::to_owned)
+        })
+        .and_then(|n| n.trim().parse().ok())
+        .unwrap_or(0);
+    let mut body = vec![0; length];
+    stream.read_exact(&mut body).expect("a response body");
+    Response { status, head, body }
 }
 
 /// The engine query for a session.

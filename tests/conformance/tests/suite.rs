@@ -1,9 +1,12 @@
 //! The conformance suite, written once and run on tokio, smol and async-std.
 
+use std::io::{Read, Write};
 use std::thread;
 use std::time::{Duration, Instant};
 
-use sio_conformance::{Start, Ws, http, polling, polling_handshake};
+use sio_conformance::{
+    HEADER_READ_TIMEOUT, Start, Ws, http, polling, polling_handshake, read_response,
+};
 
 /// Every test of the suite, for one runtime.
 macro_rules! suite {
@@ -25,6 +28,7 @@ macro_rules! suite {
             #[test] fn server_acks_with_timeout() { super::server_acks_with_timeout(START) }
             #[test] fn malformed_packets_close_the_connection() { super::malformed_packets_close_the_connection(START) }
             #[test] fn a_client_that_does_not_read_is_cut_off() { super::a_client_that_does_not_read_is_cut_off(START) }
+            #[test] fn a_stalled_request_head_is_cut_off() { super::a_stalled_request_head_is_cut_off(START) }
         })*
     };
 }
@@ -322,4 +326,36 @@ fn a_client_that_does_not_read_is_cut_off(start: Start) {
     // The server goes on serving the others.
     watcher.send("42[\"message\",\"still here\"]");
     assert_eq!(watcher.recv_packet(), "42[\"message-back\",\"still here\"]");
+}
+
+fn a_stalled_request_head_is_cut_off(start: Start) {
+    let addr = start();
+    let mut stream = std::net::TcpStream::connect(addr).expect("connect");
+    stream
+        .set_read_timeout(Some(Duration::from_secs(10)))
+        .expect("timeout");
+    let request = "GET /socket.io/?EIO=4&transport=polling HTTP/1.1\r\nhost: test\r\n\r\n";
+    stream.write_all(request.as_bytes()).expect("write");
+    assert_eq!(read_response(&mut stream).status, 200);
+    // The second request comes after more than half the timeout, while the server waits for its
+    // head: every head gets the whole timeout, counted from when the server starts reading it,
+    // not from the first one of the connection.
+    thread::sleep(HEADER_READ_TIMEOUT * 6 / 10);
+    stream.write_all(request.as_bytes()).expect("write");
+    assert_eq!(read_response(&mut stream).status, 200);
+    let answered = Instant::now();
+    stream.write_all(b"GET /socket.io/?EIO=4").expect("write");
+    let mut rest = Vec::new();
+    // hyper closes without an answer when a head is late.
+    assert_eq!(
+        stream
+            .read_to_end(&mut rest)
+            .expect("a close, not a read timeout"),
+        0
+    );
+    let waited = answered.elapsed();
+    assert!(
+        waited >= HEADER_READ_TIMEOUT * 9 / 10,
+        "closed after {waited:?}, the timeout is {HEADER_READ_TIMEOUT:?}"
+    );
 }

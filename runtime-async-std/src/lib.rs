@@ -5,11 +5,16 @@
 //! programs that still run on it. New code should use `sio-smol`, which runs on the same async-io
 //! reactor. Nothing else in the workspace depends on this crate.
 //!
+//! The server's tasks run on async-std's executor (`ASYNC_STD_THREAD_COUNT` threads, one per core
+//! by default). Spawn the server there too, and have the main thread only wait
+//! (`futures_lite::future::block_on` parks it): with `async_std::task::block_on`, the main thread
+//! would drive the reactor and hand every event over to an executor thread.
+//!
 //! ```no_run
 //! use sio_async_std::{Payload, ServerConfig, SocketIo};
 //!
 //! fn main() -> std::io::Result<()> {
-//!     async_std::task::block_on(async {
+//!     futures_lite::future::block_on(async_std::task::spawn(async {
 //!         let io = SocketIo::new(ServerConfig::default());
 //!         io.on_connection(|socket| {
 //!             socket.on("echo", |socket, args: Payload| {
@@ -17,7 +22,7 @@
 //!             });
 //!         });
 //!         io.listen("127.0.0.1:3000").await
-//!     })
+//!     }))
 //! }
 //! ```
 #![forbid(unsafe_code)]

@@ -1,11 +1,16 @@
 //! **sio** on smol: the [`Runtime`] implementation, a listener, and the whole API of
 //! [`sio_runtime`] re-exported. The crates for tokio and async-std have the same API.
 //!
+//! The server's tasks run on smol's global executor. Spawn the server there too, and have the main
+//! thread only wait (`smol::future::block_on` parks it): with `smol::block_on`, the main thread
+//! would drive the reactor and hand every event over to the executor's thread, which costs a
+//! thread wake-up per event.
+//!
 //! ```no_run
 //! use sio_smol::{Payload, ServerConfig, SocketIo};
 //!
 //! fn main() -> std::io::Result<()> {
-//!     smol::block_on(async {
+//!     smol::future::block_on(smol::spawn(async {
 //!         let io = SocketIo::new(ServerConfig::default());
 //!         io.on_connection(|socket| {
 //!             socket.on("echo", |socket, args: Payload| {
@@ -13,7 +18,7 @@
 //!             });
 //!         });
 //!         io.listen("127.0.0.1:3000").await
-//!     })
+//!     }))
 //! }
 //! ```
 #![forbid(unsafe_code)]

@@ -314,6 +314,9 @@ impl<A: App> Driver<A> {
             .await;
             match next {
                 Some(command) => {
+                    // Let the other tasks that are ready run first: their inputs join this batch,
+                    // so that a connection gets several frames per write.
+                    future::yield_now().await;
                     self.handle(command);
                     // Take what else is already waiting, draining after each input.
                     for _ in 0..64 {

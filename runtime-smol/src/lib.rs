@@ -75,3 +75,21 @@ sio_runtime::runtime_servers! {
     bind: async_net::TcpListener::bind,
     wrap: wrap,
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn with_runtime_spawns_on_the_given_executor() {
+        let executor = Arc::new(smol::Executor::new());
+        assert!(executor.is_empty());
+        let _io = SocketIo::with_runtime(
+            SmolRuntime::with_executor(executor.clone()),
+            ServerConfig::default(),
+            Limits::default(),
+        );
+        // The driver task waits on this executor, not on smol's global one.
+        assert!(!executor.is_empty());
+    }
+}

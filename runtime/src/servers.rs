@@ -39,8 +39,17 @@ macro_rules! runtime_servers {
 
             /// Like `new`, with explicit bounds for the glue's queues.
             pub fn with_limits(config: $crate::ServerConfig, limits: $crate::Limits) -> SocketIo {
-                let runtime: ::std::sync::Arc<dyn $crate::Runtime> =
-                    ::std::sync::Arc::new($runtime);
+                SocketIo::with_runtime($runtime, config, limits)
+            }
+
+            /// Like `with_limits`, with the server's tasks on `runtime` (an executor of your own,
+            /// for example).
+            pub fn with_runtime(
+                runtime: impl $crate::Runtime,
+                config: $crate::ServerConfig,
+                limits: $crate::Limits,
+            ) -> SocketIo {
+                let runtime: ::std::sync::Arc<dyn $crate::Runtime> = ::std::sync::Arc::new(runtime);
                 SocketIo {
                     inner: $crate::SocketIo::start(runtime, config, limits),
                 }

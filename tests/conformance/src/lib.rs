@@ -124,16 +124,29 @@ pub fn start_tokio() -> SocketAddr {
 /// The application on smol.
 pub fn start_smol() -> SocketAddr {
     spawn_server(|tx| {
-        smol::block_on(async move {
-            let io = sio_smol::SocketIo::with_limits(config(), limits());
-            app(&io);
-            let listener = async_net::TcpListener::bind("127.0.0.1:0")
-                .await
-                .expect("bind");
-            let _ = tx.send(listener.local_addr().expect("address"));
-            let _ = io.serve(listener).await;
-        });
+        let io = sio_smol::SocketIo::with_limits(config(), limits());
+        smol::block_on(serve_smol(io, tx));
     })
+}
+
+/// The application on an executor of its own: one smol executor run by the server's thread, which
+/// also drives the reactor (`SocketIo::with_runtime`).
+pub fn start_smol_own_executor() -> SocketAddr {
+    spawn_server(|tx| {
+        let executor = std::sync::Arc::new(smol::Executor::new());
+        let runtime = sio_smol::SmolRuntime::with_executor(executor.clone());
+        let io = sio_smol::SocketIo::with_runtime(runtime, config(), limits());
+        smol::block_on(executor.run(serve_smol(io, tx)));
+    })
+}
+
+async fn serve_smol(io: sio_smol::SocketIo, tx: mpsc::Sender<SocketAddr>) {
+    app(&io);
+    let listener = async_net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
+    let _ = tx.send(listener.local_addr().expect("address"));
+    let _ = io.serve(listener).await;
 }
 
 /// The application on async-std.

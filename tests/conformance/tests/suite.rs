@@ -36,6 +36,7 @@ macro_rules! suite {
 suite! {
     tokio => sio_conformance::start_tokio,
     smol => sio_conformance::start_smol,
+    smol_own_executor => sio_conformance::start_smol_own_executor,
     async_std => sio_conformance::start_async_std,
 }
 

@@ -308,7 +308,7 @@ struct SocketEntry {
     sid: String,
     nsp: String,
     handshake: LazyHandshake,
-    events: HashMap<String, EventHandler>,
+    events: EventHandlers,
     any: Vec<(ListenerId, AnyHandler)>,
     any_outgoing: Vec<(ListenerId, AnyHandler)>,
     middlewares: Vec<PacketMiddleware>,
@@ -316,6 +316,32 @@ struct SocketEntry {
     on_disconnect: Vec<DisconnectHandler>,
     on_error: Vec<ErrorHandler>,
     data: Option<Box<dyn SocketData>>,
+}
+
+/// A socket's event handlers. A socket has a handful, so a list beats a hash map: no hashing, one
+/// allocation, and less memory per connection.
+#[derive(Default)]
+struct EventHandlers(Vec<(Box<str>, EventHandler)>);
+
+impl EventHandlers {
+    fn get(&self, event: &str) -> Option<&EventHandler> {
+        self.0
+            .iter()
+            .find(|(name, _)| **name == *event)
+            .map(|(_, handler)| handler)
+    }
+
+    /// Sets the handler of `event`, replacing the one it had.
+    fn insert(&mut self, event: &str, handler: EventHandler) {
+        match self.0.iter_mut().find(|(name, _)| **name == *event) {
+            Some((_, old)) => *old = handler,
+            None => self.0.push((event.into(), handler)),
+        }
+    }
+
+    fn remove(&mut self, event: &str) {
+        self.0.retain(|(name, _)| **name != *event);
+    }
 }
 
 enum PendingAck {
@@ -763,7 +789,7 @@ impl<'a> IoRef<'a> {
                 sid,
                 nsp: name,
                 handshake,
-                events: HashMap::new(),
+                events: EventHandlers::default(),
                 any: Vec::new(),
                 any_outgoing: Vec::new(),
                 middlewares: Vec::new(),
@@ -1225,6 +1251,8 @@ impl<'a> SocketRef<'a> {
 
     /// Listens to `event`; the arguments are read as `T` (see [`Payload`] for the mapping; use
     /// `Payload` itself for the raw arguments).
+    /// A socket has one handler per event: a second `on` (or `on_async`) for the same event
+    /// replaces the first.
     pub fn on<T, F>(&mut self, event: &str, handler: F)
     where
         T: DeserializeOwned,
@@ -1246,9 +1274,7 @@ impl<'a> SocketRef<'a> {
                 },
             );
         if let Some(entry) = self.entry_mut() {
-            entry
-                .events
-                .insert(event.to_owned(), EventHandler::Sync(wrapped));
+            entry.events.insert(event, EventHandler::Sync(wrapped));
         }
     }
 
@@ -1268,9 +1294,7 @@ impl<'a> SocketRef<'a> {
                 },
             );
         if let Some(entry) = self.entry_mut() {
-            entry
-                .events
-                .insert(event.to_owned(), EventHandler::Async(wrapped));
+            entry.events.insert(event, EventHandler::Async(wrapped));
         }
     }
 

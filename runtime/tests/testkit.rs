@@ -490,3 +490,42 @@ fn outgoing_listeners_see_broadcasts_until_removed_or_disconnected() {
         .collect();
     assert_eq!(news, vec![json!(1), json!(2), json!(3), json!(4), json!(5)]);
 }
+
+#[test]
+fn a_second_handler_replaces_the_first_and_off_removes_it() {
+    let kit = TestKit::new(ServerConfig::default());
+    kit.io().on_connection(|socket| {
+        socket.on("ping", |socket, _: Payload| {
+            let _ = socket.emit("pong", &"first");
+        });
+        socket.on("other", |socket, _: Payload| {
+            let _ = socket.emit("pong", &"other");
+        });
+        socket.on("ping", |socket, _: Payload| {
+            let _ = socket.emit("pong", &"second");
+        });
+        socket.on("stop", |socket, event: String| {
+            socket.off(&event);
+        });
+    });
+    let mut kit = kit;
+    let client = kit.connect("/", json!({})).unwrap();
+    // The answers to `events`, sent in order.
+    let mut answers_to = |events: &[(&str, &str)]| -> Vec<Value> {
+        for (event, arg) in events {
+            kit.emit(client, event, arg);
+        }
+        kit.received(client)
+            .into_iter()
+            .flat_map(|m| m.args.args)
+            .collect()
+    };
+    assert_eq!(
+        answers_to(&[("ping", ""), ("other", "")]),
+        vec![json!("second"), json!("other")]
+    );
+    assert_eq!(
+        answers_to(&[("stop", "ping"), ("ping", ""), ("other", "")]),
+        vec![json!("other")]
+    );
+}

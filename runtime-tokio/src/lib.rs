@@ -98,6 +98,10 @@ impl Listener for TokioListener {
     }
 }
 
+fn wrap(listener: tokio::net::TcpListener) -> io::Result<TokioListener> {
+    Ok(TokioListener(listener))
+}
+
 sio_runtime::runtime_servers! {
     runtime: TokioRuntime,
     listener: tokio::net::TcpListener,
@@ -110,7 +114,3 @@ sio_runtime::runtime_servers! {
 #[cfg(doctest)]
 #[doc = include_str!("../../README.md")]
 struct ReadmeDoctests;
-
-fn wrap(listener: tokio::net::TcpListener) -> io::Result<TokioListener> {
-    Ok(TokioListener(listener))
-}

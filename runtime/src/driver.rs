@@ -2,7 +2,6 @@
 //! every input it drains the core's output to the connections and the application, then sleeps until
 //! the next input or the core's next timeout.
 
-use rustc_hash::FxHashMap;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -13,6 +12,7 @@ use bytes::Bytes;
 use futures_lite::future;
 use http::HeaderMap;
 use http::request::Parts;
+use rustc_hash::FxHashMap;
 use sio_core::engine::{BodyError, Engine, EngineEvent, Frame, RequestId, Transmit};
 use sio_core::socket::Server;
 

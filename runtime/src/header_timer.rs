@@ -8,7 +8,7 @@
 
 use std::future::Future;
 use std::pin::Pin;
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 
@@ -60,20 +60,13 @@ struct HeaderSleep {
     timer: HeaderTimer,
 }
 
-impl HeaderSleep {
-    fn lock(&self) -> MutexGuard<'_, Armed> {
-        // Nothing panics while holding the lock; a poisoned lock still holds consistent data.
-        self.timer.armed.lock().unwrap_or_else(|e| e.into_inner())
-    }
-}
-
 impl Future for HeaderSleep {
     type Output = ();
 
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<()> {
         let deadline = self.deadline;
         let runtime = &self.timer.runtime;
-        let mut armed = self.lock();
+        let mut armed = crate::lock(&self.timer.armed);
         // Twice at most: once more when the shared timer fired for an earlier deadline.
         for _ in 0..2 {
             if runtime.now() >= deadline {

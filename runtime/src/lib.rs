@@ -67,6 +67,12 @@ pub trait Runtime: Send + Sync + 'static {
     fn now(&self) -> Instant;
 }
 
+/// Locks `mutex`. Nothing in the glue panics while holding a lock, so a poisoned lock still holds
+/// consistent data.
+pub(crate) fn lock<T>(mutex: &std::sync::Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    mutex.lock().unwrap_or_else(|e| e.into_inner())
+}
+
 /// A resettable timer.
 pub trait Timer: Send + Sync + 'static {
     /// Moves the deadline.

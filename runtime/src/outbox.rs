@@ -47,8 +47,7 @@ impl Outbox {
     }
 
     fn lock(&self) -> MutexGuard<'_, Inner> {
-        // Nothing panics while holding the lock; a poisoned lock still holds consistent data.
-        self.inner.lock().unwrap_or_else(|e| e.into_inner())
+        crate::lock(&self.inner)
     }
 
     /// Queues `frame`, waking the task if it waits. Frames pushed after `close` are dropped.

@@ -8,14 +8,13 @@
 
 use std::any::Any;
 use std::collections::HashMap;
-
-use rustc_hash::FxHashMap;
 use std::future::Future;
 use std::net::SocketAddr;
 use std::pin::Pin;
 use std::sync::{Arc, OnceLock, Weak};
 use std::time::{Duration, Instant, SystemTime};
 
+use rustc_hash::FxHashMap;
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 use serde_json::{Map, Value};
@@ -1251,6 +1250,7 @@ impl<'a> SocketRef<'a> {
 
     /// Listens to `event`; the arguments are read as `T` (see [`Payload`] for the mapping; use
     /// `Payload` itself for the raw arguments).
+    ///
     /// A socket has one handler per event: a second `on` (or `on_async`) for the same event
     /// replaces the first.
     pub fn on<T, F>(&mut self, event: &str, handler: F)

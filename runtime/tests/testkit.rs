@@ -493,7 +493,7 @@ fn outgoing_listeners_see_broadcasts_until_removed_or_disconnected() {
 
 #[test]
 fn a_second_handler_replaces_the_first_and_off_removes_it() {
-    let kit = TestKit::new(ServerConfig::default());
+    let mut kit = TestKit::new(ServerConfig::default());
     kit.io().on_connection(|socket| {
         socket.on("ping", |socket, _: Payload| {
             let _ = socket.emit("pong", &"first");
@@ -508,7 +508,6 @@ fn a_second_handler_replaces_the_first_and_off_removes_it() {
             socket.off(&event);
         });
     });
-    let mut kit = kit;
     let client = kit.connect("/", json!({})).unwrap();
     // The answers to `events`, sent in order.
     let mut answers_to = |events: &[(&str, &str)]| -> Vec<Value> {

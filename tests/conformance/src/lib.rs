@@ -193,19 +193,11 @@ pub fn http(addr: SocketAddr, method: &str, target: &str, body: &str) -> Respons
         body.len()
     );
     stream.write_all(request.as_bytes()).expect("write");
-    let mut raw = Vec::new();
-    let _ = stream.read_to_end(&mut raw);
-    let split = raw
-        .windows(4)
-        .position(|w| w == b"\r\n\r\n")
-        .expect("a complete head");
-    let head = String::from_utf8_lossy(&raw[..split]).into_owned();
-    let status = head[9..12].parse().expect("a status");
-    Response {
-        status,
-        head,
-        body: raw[split + 4..].to_vec(),
-    }
+    let mut response = read_response(&mut stream);
+    // The connection closes after the answer: whatever follows the head is body, whatever its
+    // length said.
+    let _ = stream.read_to_end(&mut response.body);
+    response
 }
 
 /// Reads one response of a keep-alive connection (its body sized by `content-length`).

@@ -6,7 +6,6 @@ use std::time::Duration;
 
 use sio_bench::ServerProcess;
 use sio_bench::load::{self, Figure, Window};
-use smol::LocalExecutor;
 
 fn start(runtime: &str) -> ServerProcess {
     let mut command = Command::new(env!("CARGO_BIN_EXE_sio-bench-server"));
@@ -31,28 +30,25 @@ const WINDOW: Window = Window {
 fn every_scenario_runs_and_loses_nothing() {
     let server = start("tokio");
     let target = server.target;
-    let executor = LocalExecutor::new();
-    async_io::block_on(executor.run(async {
-        let connect = load::connect(&executor, target, 50, 10).await.unwrap();
+    load::run(async {
+        let connect = load::connect(target, 50, 10).await.unwrap();
         assert_eq!(value(&connect, "connections dropped while idle"), 0.0);
         assert!(value(&connect, "server CPU per connection (µs)") > 0.0);
         assert!(value(&connect, "setup p99 (ms)") >= value(&connect, "setup p50 (ms)"));
 
         for ack in [false, true] {
-            let echo = load::echo(&executor, target, 4, ack, WINDOW).await.unwrap();
+            let echo = load::echo(target, 4, ack, WINDOW).await.unwrap();
             assert!(value(&echo, "messages/s") > 0.0, "{echo:?}");
             assert!(value(&echo, "server CPU per echo (µs)") > 0.0, "{echo:?}");
         }
 
-        let polling = load::polling_echo(&executor, target, 3, WINDOW)
-            .await
-            .unwrap();
+        let polling = load::polling_echo(target, 3, WINDOW).await.unwrap();
         assert!(value(&polling, "messages/s") > 0.0, "{polling:?}");
 
-        let broadcast = load::broadcast(&executor, target, 30, 2, WINDOW, Duration::from_secs(10))
+        let broadcast = load::broadcast(target, 30, 2, WINDOW, Duration::from_secs(10))
             .await
             .unwrap();
         assert_eq!(value(&broadcast, "messages lost"), 0.0, "{broadcast:?}");
         assert!(value(&broadcast, "deliveries/s") > 0.0, "{broadcast:?}");
-    }));
+    });
 }

@@ -17,7 +17,6 @@ use std::time::Duration;
 
 use sio_bench::ServerProcess;
 use sio_bench::load::{self, Better, Figure, Target, Window};
-use smol::LocalExecutor;
 
 const SERVERS: [&str; 5] = [
     "sio-tokio",
@@ -227,29 +226,16 @@ fn run_scenario(
         .attach
         .or(process.as_ref().map(|p| p.target))
         .expect("a server");
-    let executor = LocalExecutor::new();
-    let result = async_io::block_on(executor.run(async {
+    let result = load::run(async {
         match scenario.kind {
-            Kind::Connect { count, in_flight } => {
-                load::connect(&executor, target, count, in_flight).await
-            }
-            Kind::Echo { count, ack } => load::echo(&executor, target, count, ack, window).await,
-            Kind::PollingEcho { count } => {
-                load::polling_echo(&executor, target, count, window).await
-            }
+            Kind::Connect { count, in_flight } => load::connect(target, count, in_flight).await,
+            Kind::Echo { count, ack } => load::echo(target, count, ack, window).await,
+            Kind::PollingEcho { count } => load::polling_echo(target, count, window).await,
             Kind::Broadcast { count, senders } => {
-                load::broadcast(
-                    &executor,
-                    target,
-                    count,
-                    senders,
-                    window,
-                    Duration::from_secs(10),
-                )
-                .await
+                load::broadcast(target, count, senders, window, Duration::from_secs(10)).await
             }
         }
-    }));
+    });
     drop(process);
     result
 }

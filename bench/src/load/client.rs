@@ -1,14 +1,15 @@
 //! The loader's protocol clients: Socket.IO over a direct WebSocket, and over HTTP long-polling
-//! with a minimal HTTP/1.1 client. Both speak only what the scenarios need.
+//! with a minimal HTTP/1.1 client. Both speak only what the scenarios need, and both are written
+//! by hand over tokio's `TcpStream` so that the loader spends as little of its core as it can: a
+//! general WebSocket client (tungstenite zeroes a 128 KiB read buffer on every read) left the
+//! loader's core saturated long before a server's.
 
 use std::future::Future;
 use std::io;
 use std::net::SocketAddr;
 
-use async_net::TcpStream;
-use async_tungstenite::WebSocketStream;
-use async_tungstenite::tungstenite::Message;
-use futures_lite::{AsyncReadExt, AsyncWriteExt, StreamExt};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
 
 /// The Socket.IO path of every server under test.
 const PATH: &str = "/socket.io/?EIO=4";
@@ -16,7 +17,7 @@ const PATH: &str = "/socket.io/?EIO=4";
 /// What the scenarios need of a client, whatever its transport.
 pub trait Transport {
     /// Sends one Engine.IO packet.
-    fn send(&mut self, packet: String) -> impl Future<Output = io::Result<()>>;
+    fn send(&mut self, packet: &str) -> impl Future<Output = io::Result<()>>;
     /// The next Engine.IO packet that is not a ping; pings are answered on the way.
     fn recv(&mut self) -> impl Future<Output = io::Result<String>>;
     /// Ends the session.
@@ -27,84 +28,274 @@ fn other(message: impl Into<String>) -> io::Error {
     io::Error::other(message.into())
 }
 
+/// Received bytes not yet consumed: `bytes[start..]`. Reads go into the spare capacity, which is
+/// never zeroed.
+#[derive(Default)]
+struct ReadBuffer {
+    bytes: Vec<u8>,
+    start: usize,
+}
+
+impl ReadBuffer {
+    fn pending(&self) -> &[u8] {
+        &self.bytes[self.start..]
+    }
+
+    fn consume(&mut self, count: usize) {
+        self.start += count;
+        if self.start == self.bytes.len() {
+            self.bytes.clear();
+            self.start = 0;
+        }
+    }
+
+    /// Reads once more from `stream`; a closed stream is an error.
+    async fn fill(&mut self, stream: &mut TcpStream) -> io::Result<()> {
+        if self.start > 0 {
+            self.bytes.drain(..self.start);
+            self.start = 0;
+        }
+        self.bytes.reserve(4096);
+        if stream.read_buf(&mut self.bytes).await? == 0 {
+            return Err(other("connection closed"));
+        }
+        Ok(())
+    }
+
+    /// Reads until `needle` is pending; returns its offset in `pending()`.
+    async fn fill_until(&mut self, stream: &mut TcpStream, needle: &[u8]) -> io::Result<usize> {
+        loop {
+            if let Some(at) = find(self.pending(), needle) {
+                return Ok(at);
+            }
+            self.fill(stream).await?;
+        }
+    }
+}
+
+fn find(haystack: &[u8], needle: &[u8]) -> Option<usize> {
+    haystack.windows(needle.len()).position(|w| w == needle)
+}
+
+/// The key of every handshake, and the accept value a server must answer it with (the example of
+/// RFC 6455, section 1.3). A loader has no need for a fresh key per connection.
+const WS_KEY: &str = "dGhlIHNhbXBsZSBub25jZQ==";
+const WS_ACCEPT: &str = "s3pPLMBiTxaQ9kYGzzhZRbK+xOo=";
+
+/// The masking key of every frame the client sends: frames must be masked, and the key's
+/// randomness only matters to proxies, of which there are none on loopback.
+const MASK: [u8; 4] = [0x5a, 0x3c, 0x96, 0x0f];
+
+const OP_CONTINUATION: u8 = 0x0;
+const OP_TEXT: u8 = 0x1;
+const OP_CLOSE: u8 = 0x8;
+const OP_PING: u8 = 0x9;
+const OP_PONG: u8 = 0xa;
+
+/// Appends one masked client frame to `out`.
+fn encode_frame(out: &mut Vec<u8>, opcode: u8, payload: &[u8]) {
+    out.push(0x80 | opcode);
+    match payload.len() {
+        len @ 0..=125 => out.push(0x80 | len as u8),
+        len @ 126..=0xffff => {
+            out.push(0x80 | 126);
+            out.extend_from_slice(&(len as u16).to_be_bytes());
+        }
+        len => {
+            out.push(0x80 | 127);
+            out.extend_from_slice(&(len as u64).to_be_bytes());
+        }
+    }
+    out.extend_from_slice(&MASK);
+    out.extend(
+        payload
+            .iter()
+            .zip(MASK.iter().cycle())
+            .map(|(byte, mask)| byte ^ mask),
+    );
+}
+
+/// The header of the server frame at the start of `bytes`, once all of it has arrived.
+struct FrameHeader {
+    fin: bool,
+    opcode: u8,
+    /// Where the payload starts, from the frame's start.
+    payload_start: usize,
+    payload_len: usize,
+}
+
+impl FrameHeader {
+    fn parse(bytes: &[u8]) -> io::Result<Option<FrameHeader>> {
+        if bytes.len() < 2 {
+            return Ok(None);
+        }
+        if bytes[1] & 0x80 != 0 {
+            return Err(other("a masked frame from the server"));
+        }
+        let (payload_len, payload_start) = match bytes[1] & 0x7f {
+            126 if bytes.len() < 4 => return Ok(None),
+            126 => (u16::from_be_bytes([bytes[2], bytes[3]]) as usize, 4),
+            127 if bytes.len() < 10 => return Ok(None),
+            127 => {
+                let mut length = [0u8; 8];
+                length.copy_from_slice(&bytes[2..10]);
+                let length = usize::try_from(u64::from_be_bytes(length))
+                    .map_err(|_| other("a frame longer than memory"))?;
+                (length, 10)
+            }
+            len => (len as usize, 2),
+        };
+        if bytes.len() - payload_start < payload_len {
+            return Ok(None);
+        }
+        Ok(Some(FrameHeader {
+            fin: bytes[0] & 0x80 != 0,
+            opcode: bytes[0] & 0x0f,
+            payload_start,
+            payload_len,
+        }))
+    }
+}
+
 /// A Socket.IO client connected to `/` over a WebSocket.
 pub struct WsClient {
-    stream: WebSocketStream<TcpStream>,
+    stream: TcpStream,
+    read: ReadBuffer,
+    /// The frame being written, kept for its allocation.
+    write: Vec<u8>,
+    /// A text message whose frames have not all arrived.
+    fragments: Vec<u8>,
 }
 
 impl WsClient {
     /// Opens the WebSocket, reads the Engine.IO open packet, connects to `/` and waits for the
     /// CONNECT reply.
     pub async fn connect(addr: SocketAddr) -> io::Result<WsClient> {
-        let tcp = TcpStream::connect(addr).await?;
-        tcp.set_nodelay(true)?;
-        let url = format!("ws://{addr}{PATH}&transport=websocket");
-        let (stream, _) = async_tungstenite::client_async(url, tcp)
-            .await
-            .map_err(|e| other(format!("websocket handshake: {e}")))?;
-        let mut client = WsClient { stream };
+        let mut stream = TcpStream::connect(addr).await?;
+        stream.set_nodelay(true)?;
+        let request = format!(
+            "GET {PATH}&transport=websocket HTTP/1.1\r\nHost: {addr}\r\nConnection: Upgrade\r\nUpgrade: websocket\r\nSec-WebSocket-Version: 13\r\nSec-WebSocket-Key: {WS_KEY}\r\n\r\n"
+        );
+        stream.write_all(request.as_bytes()).await?;
+        let mut read = ReadBuffer::default();
+        let end = read.fill_until(&mut stream, b"\r\n\r\n").await?;
+        let head = String::from_utf8_lossy(&read.pending()[..end]).into_owned();
+        read.consume(end + 4);
+        if head.split(' ').nth(1) != Some("101") {
+            return Err(other(format!("websocket handshake answered {head:?}")));
+        }
+        let accepted = head.split("\r\n").any(|line| {
+            line.split_once(':').is_some_and(|(name, value)| {
+                name.eq_ignore_ascii_case("sec-websocket-accept") && value.trim() == WS_ACCEPT
+            })
+        });
+        if !accepted {
+            return Err(other(format!(
+                "websocket handshake without our accept: {head:?}"
+            )));
+        }
+        let mut client = WsClient {
+            stream,
+            read,
+            write: Vec::with_capacity(64),
+            fragments: Vec::new(),
+        };
         let open = client.recv().await?;
         if !open.starts_with('0') {
             return Err(other(format!("expected the open packet, got {open:?}")));
         }
-        client.send("40".to_owned()).await?;
+        client.send("40").await?;
         let reply = client.recv().await?;
         if !reply.starts_with("40") {
             return Err(other(format!("expected CONNECT, got {reply:?}")));
         }
         Ok(client)
     }
+
+    async fn send_frame(&mut self, opcode: u8, payload: &[u8]) -> io::Result<()> {
+        self.write.clear();
+        encode_frame(&mut self.write, opcode, payload);
+        self.stream.write_all(&self.write).await
+    }
+
+    /// The next complete text message, answering the server's WebSocket pings on the way.
+    async fn next_text(&mut self) -> io::Result<String> {
+        loop {
+            while let Some(header) = FrameHeader::parse(self.read.pending())? {
+                let payload = header.payload_start..header.payload_start + header.payload_len;
+                let frame_len = payload.end;
+                match header.opcode {
+                    OP_TEXT | OP_CONTINUATION => {
+                        let bytes = &self.read.pending()[payload];
+                        let text = if header.fin && self.fragments.is_empty() {
+                            Some(bytes.to_vec())
+                        } else {
+                            self.fragments.extend_from_slice(bytes);
+                            header.fin.then(|| std::mem::take(&mut self.fragments))
+                        };
+                        self.read.consume(frame_len);
+                        if let Some(text) = text {
+                            return String::from_utf8(text)
+                                .map_err(|_| other("a text frame that is not UTF-8"));
+                        }
+                    }
+                    OP_CLOSE => return Err(other("connection closed")),
+                    OP_PING => {
+                        let body = self.read.pending()[payload].to_vec();
+                        self.read.consume(frame_len);
+                        self.send_frame(OP_PONG, &body).await?;
+                    }
+                    _ => self.read.consume(frame_len),
+                }
+            }
+            self.read.fill(&mut self.stream).await?;
+        }
+    }
 }
 
 impl Transport for WsClient {
-    async fn send(&mut self, text: String) -> io::Result<()> {
-        self.stream
-            .send(Message::text(text))
-            .await
-            .map_err(|e| other(format!("websocket send: {e}")))
+    async fn send(&mut self, packet: &str) -> io::Result<()> {
+        self.send_frame(OP_TEXT, packet.as_bytes()).await
     }
 
     async fn recv(&mut self) -> io::Result<String> {
         loop {
-            match self.stream.next().await {
-                Some(Ok(Message::Text(text))) if text.as_str() == "2" => {
-                    self.send("3".to_owned()).await?;
-                }
-                Some(Ok(Message::Text(text))) => return Ok(text.as_str().to_owned()),
-                Some(Ok(Message::Close(_))) | None => return Err(other("connection closed")),
-                Some(Ok(_)) => {}
-                Some(Err(e)) => return Err(other(format!("websocket read: {e}"))),
+            let packet = self.next_text().await?;
+            if packet == "2" {
+                self.send("3").await?;
+            } else {
+                return Ok(packet);
             }
         }
     }
 
     async fn close(mut self) {
-        let _ = self.stream.close(None).await;
+        let _ = self.send_frame(OP_CLOSE, &[]).await;
     }
 }
 
 /// One keep-alive HTTP/1.1 connection, one request at a time.
 struct HttpConnection {
     stream: TcpStream,
-    buffer: Vec<u8>,
+    read: ReadBuffer,
+    /// The request being written, kept for its allocation.
+    write: Vec<u8>,
 }
 
 impl HttpConnection {
     async fn request(&mut self, method: &str, path: &str, body: &str) -> io::Result<String> {
-        let head = format!(
-            "{method} {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: text/plain;charset=UTF-8\r\nContent-Length: {}\r\n\r\n",
+        use std::io::Write;
+        self.write.clear();
+        // Head and body in one write, as a browser's client does for a short body.
+        let _ = write!(
+            self.write,
+            "{method} {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: text/plain;charset=UTF-8\r\nContent-Length: {}\r\n\r\n{body}",
             body.len()
         );
-        self.stream.write_all(head.as_bytes()).await?;
-        self.stream.write_all(body.as_bytes()).await?;
-        let end = loop {
-            if let Some(end) = find(&self.buffer, b"\r\n\r\n") {
-                break end;
-            }
-            self.fill().await?;
-        };
-        let head = String::from_utf8_lossy(&self.buffer[..end]).into_owned();
-        self.buffer.drain(..end + 4);
+        self.stream.write_all(&self.write).await?;
+        let end = self.read.fill_until(&mut self.stream, b"\r\n\r\n").await?;
+        let head = String::from_utf8_lossy(&self.read.pending()[..end]).into_owned();
+        self.read.consume(end + 4);
         let status = head.split(' ').nth(1).unwrap_or("");
         if status != "200" {
             return Err(other(format!("{method} {path}: status {status}")));
@@ -130,36 +321,23 @@ impl HttpConnection {
         String::from_utf8(body).map_err(|_| other("a body that is not UTF-8"))
     }
 
-    async fn fill(&mut self) -> io::Result<()> {
-        let mut chunk = [0u8; 4096];
-        let n = self.stream.read(&mut chunk).await?;
-        if n == 0 {
-            return Err(other("connection closed"));
-        }
-        self.buffer.extend_from_slice(&chunk[..n]);
-        Ok(())
-    }
-
     async fn take(&mut self, length: usize) -> io::Result<Vec<u8>> {
-        while self.buffer.len() < length {
-            self.fill().await?;
+        while self.read.pending().len() < length {
+            self.read.fill(&mut self.stream).await?;
         }
-        Ok(self.buffer.drain(..length).collect())
+        let bytes = self.read.pending()[..length].to_vec();
+        self.read.consume(length);
+        Ok(bytes)
     }
 
     async fn take_chunked(&mut self) -> io::Result<Vec<u8>> {
         let mut body = Vec::new();
         loop {
-            let line_end = loop {
-                if let Some(end) = find(&self.buffer, b"\r\n") {
-                    break end;
-                }
-                self.fill().await?;
-            };
-            let size_text = String::from_utf8_lossy(&self.buffer[..line_end]).into_owned();
+            let line_end = self.read.fill_until(&mut self.stream, b"\r\n").await?;
+            let size_text = String::from_utf8_lossy(&self.read.pending()[..line_end]).into_owned();
             let size = usize::from_str_radix(size_text.split(';').next().unwrap_or("").trim(), 16)
                 .map_err(|_| other("a bad chunk size"))?;
-            self.buffer.drain(..line_end + 2);
+            self.read.consume(line_end + 2);
             let chunk = self.take(size + 2).await?;
             if size == 0 {
                 return Ok(body);
@@ -167,10 +345,6 @@ impl HttpConnection {
             body.extend_from_slice(&chunk[..size]);
         }
     }
-}
-
-fn find(haystack: &[u8], needle: &[u8]) -> Option<usize> {
-    haystack.windows(needle.len()).position(|w| w == needle)
 }
 
 /// A Socket.IO client connected to `/` over HTTP long-polling, on one keep-alive connection
@@ -189,7 +363,8 @@ impl PollingClient {
         stream.set_nodelay(true)?;
         let mut connection = HttpConnection {
             stream,
-            buffer: Vec::new(),
+            read: ReadBuffer::default(),
+            write: Vec::new(),
         };
         let open = connection
             .request("GET", &format!("{PATH}&transport=polling"), "")
@@ -205,7 +380,7 @@ impl PollingClient {
             path: format!("{PATH}&transport=polling&sid={sid}"),
             pending: Default::default(),
         };
-        client.send("40".to_owned()).await?;
+        client.send("40").await?;
         let reply = client.recv().await?;
         if !reply.starts_with("40") {
             return Err(other(format!("expected CONNECT, got {reply:?}")));
@@ -215,8 +390,8 @@ impl PollingClient {
 }
 
 impl Transport for PollingClient {
-    async fn send(&mut self, packet: String) -> io::Result<()> {
-        let answer = self.connection.request("POST", &self.path, &packet).await?;
+    async fn send(&mut self, packet: &str) -> io::Result<()> {
+        let answer = self.connection.request("POST", &self.path, packet).await?;
         if answer != "ok" {
             return Err(other(format!("POST answered {answer:?}")));
         }
@@ -227,7 +402,7 @@ impl Transport for PollingClient {
         loop {
             while let Some(packet) = self.pending.pop_front() {
                 if packet == "2" {
-                    self.send("3".to_owned()).await?;
+                    self.send("3").await?;
                 } else {
                     return Ok(packet);
                 }
@@ -242,4 +417,40 @@ impl Transport for PollingClient {
     }
 
     async fn close(self) {}
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_client_frame_is_masked_and_sized() {
+        let mut out = Vec::new();
+        encode_frame(&mut out, OP_TEXT, b"40");
+        assert_eq!(
+            out,
+            [0x81, 0x82, 0x5a, 0x3c, 0x96, 0x0f, b'4' ^ 0x5a, b'0' ^ 0x3c]
+        );
+        out.clear();
+        encode_frame(&mut out, OP_TEXT, &[b'x'; 300]);
+        assert_eq!(&out[..4], [0x81, 0x80 | 126, 0x01, 0x2c]);
+        assert_eq!(out.len(), 4 + 4 + 300);
+    }
+
+    #[test]
+    fn a_server_frame_is_parsed_once_complete() {
+        let frame = [0x81, 0x03, b'4', b'0', b'x'];
+        assert!(FrameHeader::parse(&frame[..4]).unwrap().is_none());
+        let header = FrameHeader::parse(&frame).unwrap().unwrap();
+        assert!(header.fin);
+        assert_eq!(header.opcode, OP_TEXT);
+        assert_eq!((header.payload_start, header.payload_len), (2, 3));
+        let mut long = vec![0x01, 126, 0x01, 0x00];
+        assert!(FrameHeader::parse(&long).unwrap().is_none());
+        long.extend(std::iter::repeat_n(b'a', 256));
+        let header = FrameHeader::parse(&long).unwrap().unwrap();
+        assert!(!header.fin);
+        assert_eq!((header.payload_start, header.payload_len), (4, 256));
+        assert!(FrameHeader::parse(&[0x81, 0x80, 0, 0, 0, 0]).is_err());
+    }
 }

@@ -1,6 +1,7 @@
 //! The load generator: the scenarios of `bench/README.md`, each run against one server process on
-//! loopback, on one thread (a smol `LocalExecutor`), with the server's CPU time and memory read
-//! from `/proc` around the measured window.
+//! loopback, on one thread (a current-thread tokio runtime: edge-triggered epoll, and no read
+//! that is known to find nothing), with the server's CPU time and memory read from `/proc` around
+//! the measured window.
 
 pub mod client;
 pub mod proc_stats;
@@ -11,11 +12,28 @@ use std::net::SocketAddr;
 use std::rc::Rc;
 use std::time::{Duration, Instant};
 
-use async_io::Timer;
-use smol::LocalExecutor;
+use std::future::Future;
+
+use tokio::task::{JoinHandle, spawn_local};
+use tokio::time::sleep;
 
 use client::{PollingClient, Transport, WsClient};
 use proc_stats::ProcSample;
+
+/// Runs a scenario on the loader's thread: a current-thread tokio runtime, where scenarios spawn
+/// their clients with `spawn_local`.
+pub fn run<F: Future>(scenario: F) -> F::Output {
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("a current-thread runtime");
+    tokio::task::LocalSet::new().block_on(&runtime, scenario)
+}
+
+/// Waits for a client task.
+async fn join<T>(task: JoinHandle<T>) -> io::Result<T> {
+    task.await.map_err(io::Error::other)
+}
 
 /// Which way a figure is better.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -107,8 +125,7 @@ enum Phase {
 
 /// Connects `count` WebSocket clients, at most `in_flight` handshakes at a time; also returns
 /// each handshake's latency and the first error, if any.
-async fn connect_all<'a>(
-    executor: &LocalExecutor<'a>,
+async fn connect_all(
     addr: SocketAddr,
     count: usize,
     in_flight: usize,
@@ -122,7 +139,7 @@ async fn connect_all<'a>(
     for _ in 0..count {
         let (token_tx, token_rx, latencies) =
             (token_tx.clone(), token_rx.clone(), latencies.clone());
-        tasks.push(executor.spawn(async move {
+        tasks.push(spawn_local(async move {
             let _ = token_rx.recv().await;
             let start = Instant::now();
             let client = WsClient::connect(addr).await;
@@ -133,7 +150,7 @@ async fn connect_all<'a>(
     }
     let mut clients = Vec::with_capacity(count);
     for task in tasks {
-        clients.push(task.await?);
+        clients.push(join(task).await??);
     }
     drop(token_tx);
     let latencies = Rc::try_unwrap(latencies).unwrap_or_default();
@@ -149,15 +166,10 @@ fn micros_per(cpu_ns: u64, count: u64) -> f64 {
 
 /// `connect`: `count` WebSocket clients connect to `/`, `in_flight` handshakes at a time; then they
 /// stay idle while the server's memory is read.
-pub async fn connect<'a>(
-    executor: &LocalExecutor<'a>,
-    target: Target,
-    count: usize,
-    in_flight: usize,
-) -> io::Result<Vec<Figure>> {
+pub async fn connect(target: Target, count: usize, in_flight: usize) -> io::Result<Vec<Figure>> {
     let before = target.sample()?;
     let start = Instant::now();
-    let (clients, latencies) = connect_all(executor, target.addr, count, in_flight).await?;
+    let (clients, latencies) = connect_all(target.addr, count, in_flight).await?;
     let elapsed = start.elapsed();
     let connected = target.sample()?;
     // Idle: the clients answer pings only. Let the server settle before reading its memory.
@@ -165,7 +177,7 @@ pub async fn connect<'a>(
     let mut idle = Vec::with_capacity(clients.len());
     for mut client in clients {
         let stop_rx = stop_rx.clone();
-        idle.push(executor.spawn(async move {
+        idle.push(spawn_local(async move {
             let stopped = futures_lite::future::or(
                 async {
                     let _ = stop_rx.recv().await;
@@ -180,12 +192,12 @@ pub async fn connect<'a>(
             (stopped, client)
         }));
     }
-    Timer::after(Duration::from_secs(2)).await;
+    sleep(Duration::from_secs(2)).await;
     let idle_sample = target.sample()?;
     drop(stop_tx);
     let mut dropped = 0u64;
     for task in idle {
-        let (stopped, client) = task.await;
+        let (stopped, client) = join(task).await?;
         if !stopped {
             dropped += 1;
         }
@@ -251,11 +263,11 @@ async fn measure_window(
     target: Target,
     window: Window,
 ) -> io::Result<(ProcSample, ProcSample, Duration)> {
-    Timer::after(window.warmup).await;
+    sleep(window.warmup).await;
     let before = target.sample()?;
     let start = Instant::now();
     counters.phase.set(Some(Phase::Measure));
-    Timer::after(window.measure).await;
+    sleep(window.measure).await;
     counters.phase.set(Some(Phase::Stop));
     let after = target.sample()?;
     Ok((before, after, start.elapsed()))
@@ -300,34 +312,27 @@ fn echo_figures(
 
 /// `echo` (`ack == false`) and `echo-ack`: `count` WebSocket clients each keep one event in flight;
 /// the server emits it back, or acknowledges it.
-pub async fn echo<'a>(
-    executor: &LocalExecutor<'a>,
+pub async fn echo(
     target: Target,
     count: usize,
     ack: bool,
     window: Window,
 ) -> io::Result<Vec<Figure>> {
-    let (clients, _) = connect_all(executor, target.addr, count, 100).await?;
-    round_trips(executor, target, clients, ack, window).await
+    let (clients, _) = connect_all(target.addr, count, 100).await?;
+    round_trips(target, clients, ack, window).await
 }
 
 /// The polling variant of `echo`: each client POSTs an event and GETs the server's emit back.
-pub async fn polling_echo<'a>(
-    executor: &LocalExecutor<'a>,
-    target: Target,
-    count: usize,
-    window: Window,
-) -> io::Result<Vec<Figure>> {
+pub async fn polling_echo(target: Target, count: usize, window: Window) -> io::Result<Vec<Figure>> {
     let mut clients = Vec::with_capacity(count);
     for _ in 0..count {
         clients.push(PollingClient::connect(target.addr).await?);
     }
-    round_trips(executor, target, clients, false, window).await
+    round_trips(target, clients, false, window).await
 }
 
 /// Each client keeps one `echo` (or `echo-ack`) in flight until the window ends.
-async fn round_trips<'a, C: Transport + 'static>(
-    executor: &LocalExecutor<'a>,
+async fn round_trips<C: Transport + 'static>(
     target: Target,
     clients: Vec<C>,
     ack: bool,
@@ -337,7 +342,7 @@ async fn round_trips<'a, C: Transport + 'static>(
     let mut tasks = Vec::with_capacity(clients.len());
     for mut client in clients {
         let counters = counters.clone();
-        tasks.push(executor.spawn(async move {
+        tasks.push(spawn_local(async move {
             let mut seq = 0u64;
             while counters.phase() != Phase::Stop {
                 seq += 1;
@@ -346,7 +351,7 @@ async fn round_trips<'a, C: Transport + 'static>(
                     false => (format!("42[\"echo\",{seq}]"), "42[\"echo\","),
                     true => (format!("42{seq}[\"echo-ack\",{seq}]"), "43"),
                 };
-                client.send(packet).await?;
+                client.send(&packet).await?;
                 while !client.recv().await?.starts_with(answer) {}
                 counters.completed(start);
             }
@@ -356,7 +361,7 @@ async fn round_trips<'a, C: Transport + 'static>(
     }
     let (before, after, elapsed) = measure_window(&counters, target, window).await?;
     for task in tasks {
-        task.await?;
+        join(task).await??;
     }
     Ok(echo_figures(&counters, before, after, elapsed))
 }
@@ -373,17 +378,16 @@ fn parse_broadcast(packet: &str) -> Option<(usize, u64)> {
 /// message in flight (the next is sent when the sender receives its own). The server emits each
 /// to the room. After the window, the loader waits until every delivery arrived (at most
 /// `drain`) and reports the losses.
-pub async fn broadcast<'a>(
-    executor: &LocalExecutor<'a>,
+pub async fn broadcast(
     target: Target,
     count: usize,
     senders: usize,
     window: Window,
     drain: Duration,
 ) -> io::Result<Vec<Figure>> {
-    let (mut clients, _) = connect_all(executor, target.addr, count, 200).await?;
+    let (mut clients, _) = connect_all(target.addr, count, 200).await?;
     for client in &mut clients {
-        client.send("420[\"join\",\"bench\"]".to_owned()).await?;
+        client.send("420[\"join\",\"bench\"]").await?;
     }
     for client in &mut clients {
         while !client.recv().await?.starts_with("430") {}
@@ -401,14 +405,14 @@ pub async fn broadcast<'a>(
             received.clone(),
             stop_rx.clone(),
         );
-        tasks.push(executor.spawn(async move {
+        tasks.push(spawn_local(async move {
             let send_next = |sent: &Cell<u64>| {
                 sent.set(sent.get() + 1);
                 let now = epoch.elapsed().as_micros() as u64;
                 format!("42[\"broadcast\",[{index},{now}]]")
             };
             if index < senders {
-                client.send(send_next(&sent)).await?;
+                client.send(&send_next(&sent)).await?;
             }
             let work = async {
                 loop {
@@ -425,7 +429,7 @@ pub async fn broadcast<'a>(
                             .record_micros(now.saturating_sub(sent_at));
                     }
                     if from == index && counters.phase() != Phase::Stop {
-                        client.send(send_next(&sent)).await?;
+                        client.send(&send_next(&sent)).await?;
                     }
                 }
             };
@@ -442,12 +446,12 @@ pub async fn broadcast<'a>(
     // Wait for the deliveries still on their way.
     let deadline = Instant::now() + drain;
     while received.get() < sent.get() * count as u64 && Instant::now() < deadline {
-        Timer::after(Duration::from_millis(20)).await;
+        sleep(Duration::from_millis(20)).await;
     }
     let lost = (sent.get() * count as u64).saturating_sub(received.get());
     drop(stop_tx);
     for task in tasks {
-        task.await?;
+        join(task).await??;
     }
     let deliveries = counters.measured.get();
     Ok(vec![

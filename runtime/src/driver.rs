@@ -18,6 +18,7 @@ use sio_core::socket::Server;
 
 use crate::Runtime;
 use crate::outbox::{Outbox, OutboxHandle};
+use crate::reply::ReplySender;
 
 /// The network side of a sans-IO state machine, as the driver feeds it (see the drain contract of
 /// `sio_core::engine`).
@@ -167,7 +168,9 @@ pub(crate) enum Outcome {
     Response(http::Response<Bytes>),
     ReadBody(usize),
     Abort,
-    AcceptWebSocket(HeaderMap),
+    /// Answer with a 101 carrying these extra headers, then write what the outbox holds: the
+    /// session is open already, so its first frames are queued before the 101 is written.
+    AcceptWebSocket(HeaderMap, Arc<Outbox>),
 }
 
 /// An input for the driver.
@@ -176,7 +179,7 @@ pub(crate) enum Command<A: App> {
         id: RequestId,
         head: Box<Parts>,
         remote: Option<SocketAddr>,
-        reply: Sender<Outcome>,
+        reply: ReplySender,
     },
     Body {
         id: RequestId,
@@ -184,10 +187,6 @@ pub(crate) enum Command<A: App> {
     },
     Closed {
         id: RequestId,
-    },
-    WsOpen {
-        id: RequestId,
-        out: Arc<Outbox>,
     },
     WsFrame {
         id: RequestId,
@@ -202,7 +201,7 @@ pub(crate) enum Command<A: App> {
 
 /// Where the driver sends what the core produced for one request.
 enum Slot {
-    Http(Sender<Outcome>),
+    Http(ReplySender),
     Ws(OutboxHandle),
 }
 
@@ -264,12 +263,13 @@ pub(crate) fn channel<A: App>(
 
 /// Starts the driver for `app` on `runtime`.
 pub(crate) fn spawn<A: App>(runtime: Arc<dyn Runtime>, app: A, limits: Limits) -> Arc<Shared<A>> {
-    let (shared, rx) = channel(runtime.clone(), &app, limits);
+    let (shared, rx) = channel(runtime.clone(), &app, limits.clone());
     let driver = Driver {
         app,
         runtime: runtime.clone(),
         commands: rx,
         slots: FxHashMap::default(),
+        ws_queue: limits.ws_queue,
     };
     runtime.spawn(Box::pin(driver.run()));
     shared
@@ -281,6 +281,8 @@ struct Driver<A: App> {
     commands: Receiver<Command<A>>,
     /// Keyed by our own sequential ids, so a fast non-keyed hash is safe.
     slots: FxHashMap<RequestId, Slot>,
+    /// The bound of each WebSocket's outbox.
+    ws_queue: usize,
 }
 
 impl<A: App> Driver<A> {
@@ -357,10 +359,6 @@ impl<A: App> Driver<A> {
                 self.slots.remove(&id);
                 self.app.core().handle_closed(now, id);
             }
-            Command::WsOpen { id, out } => {
-                self.slots.insert(id, Slot::Ws(OutboxHandle(out)));
-                self.app.core().handle_ws_open(now, id);
-            }
             Command::WsFrame { id, frame } => self.app.core().handle_ws_frame(now, id, frame),
             Command::WsError { id, description } => {
                 self.slots.remove(&id);
@@ -393,22 +391,29 @@ impl<A: App> Driver<A> {
         match transmit {
             Transmit::Response { request, response } => {
                 if let Some(Slot::Http(reply)) = self.slots.remove(&request) {
-                    let _ = reply.try_send(Outcome::Response(response));
+                    reply.send(Outcome::Response(response));
                 }
             }
             Transmit::ReadBody { request, limit } => {
                 if let Some(Slot::Http(reply)) = self.slots.get(&request) {
-                    let _ = reply.try_send(Outcome::ReadBody(limit));
+                    reply.send(Outcome::ReadBody(limit));
                 }
             }
             Transmit::Abort { request } => {
                 if let Some(Slot::Http(reply)) = self.slots.remove(&request) {
-                    let _ = reply.try_send(Outcome::Abort);
+                    reply.send(Outcome::Abort);
                 }
             }
             Transmit::AcceptWebSocket { request, headers } => {
                 if let Some(Slot::Http(reply)) = self.slots.remove(&request) {
-                    let _ = reply.try_send(Outcome::AcceptWebSocket(headers));
+                    // Open the session now rather than after the upgrade: the open packet waits in
+                    // the outbox for the 101, and the connection saves a trip through the driver.
+                    // A connection that goes away before its upgrade reports `Closed`.
+                    let out = Outbox::new(self.ws_queue);
+                    reply.send(Outcome::AcceptWebSocket(headers, out.clone()));
+                    self.slots.insert(request, Slot::Ws(OutboxHandle(out)));
+                    let now = self.runtime.now();
+                    self.app.core().handle_ws_open(now, request);
                 }
             }
             Transmit::Frame { request, frame } => {

@@ -90,7 +90,7 @@ where
     }
     let key = head.headers.get(SEC_WEBSOCKET_KEY).cloned();
     let id = shared.next_request_id();
-    let (reply, outcome) = async_channel::bounded(1);
+    let (reply, outcome) = crate::reply::reply_slot();
     let command = Command::Request {
         id,
         head: Box::new(head),
@@ -107,7 +107,7 @@ where
     };
     let mut body = Some(body);
     loop {
-        let Ok(outcome) = outcome.recv().await else {
+        let Some(outcome) = outcome.recv().await else {
             guard.armed = false;
             return Ok(status(StatusCode::SERVICE_UNAVAILABLE));
         };
@@ -134,7 +134,7 @@ where
                 };
                 let _ = shared.commands.send(Command::Body { id, body }).await;
             }
-            Outcome::AcceptWebSocket(headers) => {
+            Outcome::AcceptWebSocket(headers, outbox) => {
                 guard.armed = false;
                 let Some(key) = key else {
                     return Ok(status(StatusCode::BAD_REQUEST));
@@ -150,7 +150,7 @@ where
                 for (name, value) in &headers {
                     h.append(name.clone(), value.clone());
                 }
-                let task = crate::ws::run(shared.clone(), id, on_upgrade);
+                let task = crate::ws::run(shared.clone(), id, on_upgrade, outbox);
                 shared.runtime.spawn(Box::pin(task));
                 return Ok(response);
             }

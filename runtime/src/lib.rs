@@ -17,6 +17,7 @@ mod http;
 mod io;
 mod listener;
 mod outbox;
+mod reply;
 mod servers;
 mod socketio;
 pub mod testkit;

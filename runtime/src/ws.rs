@@ -30,7 +30,14 @@ enum Wake {
     Write(Taken),
 }
 
-pub(crate) async fn run<A: App>(shared: Arc<Shared<A>>, id: RequestId, on_upgrade: OnUpgrade) {
+/// Serves the WebSocket of request `id` once hyper hands it over; the driver queues its frames in
+/// `outbox` (the open packet may be waiting already).
+pub(crate) async fn run<A: App>(
+    shared: Arc<Shared<A>>,
+    id: RequestId,
+    on_upgrade: OnUpgrade,
+    outbox: Arc<Outbox>,
+) {
     let Ok(upgraded) = on_upgrade.await else {
         shared.send_now(Command::Closed { id });
         return;
@@ -44,18 +51,6 @@ pub(crate) async fn run<A: App>(shared: Arc<Shared<A>>, id: RequestId, on_upgrad
     config.max_frame_size = Some(shared.max_message_size);
     let mut stream =
         WebSocketStream::from_raw_socket(Compat::new(upgraded), Role::Server, Some(config)).await;
-    let outbox = Outbox::new(limits.ws_queue);
-    if shared
-        .commands
-        .send(Command::WsOpen {
-            id,
-            out: outbox.clone(),
-        })
-        .await
-        .is_err()
-    {
-        return;
-    }
     let mut batch = VecDeque::new();
     loop {
         let wake = future::or(

@@ -78,10 +78,16 @@ impl Frame {
 
     /// Encodes a text message packet (`4` + text) once, to be sent to any number of sessions.
     pub fn text_message(text: &str) -> Frame {
-        let mut buf = BytesMut::with_capacity(text.len() + 1);
-        buf.put_u8(b'4');
-        buf.put_slice(text.as_bytes());
-        Frame::Text(utf8(buf.freeze()))
+        Frame::text_message_with(text.len(), |out| out.push_str(text))
+    }
+
+    /// Encodes a text message packet whose text `write` appends after the `4`, about `capacity`
+    /// bytes: the text is written straight into the frame, with no copy and no second UTF-8 check.
+    pub fn text_message_with(capacity: usize, write: impl FnOnce(&mut String)) -> Frame {
+        let mut text = String::with_capacity(capacity + 1);
+        text.push('4');
+        write(&mut text);
+        Frame::Text(ByteString::from(text))
     }
 
     /// Encodes a binary message packet.

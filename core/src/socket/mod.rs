@@ -883,10 +883,21 @@ impl Server {
             _ => None,
         };
         let payload = logged.as_ref().unwrap_or(args);
-        let text = packet::encode_event(name, event, payload, ack.map(|(a, _)| a.id));
-        let mut frames = vec![Frame::text_message(&text)];
-        frames.extend(payload.attachments.iter().cloned().map(Frame::Binary));
+        let ack_id = ack.map(|(a, _)| a.id);
+        let message = Frame::text_message_with(32 + name.len() + event.len(), |out| {
+            packet::write_event(out, name, event, payload, ack_id)
+        });
+        // Attachments follow the message; without any, this allocates nothing.
+        let attachments: Vec<Frame> = payload
+            .attachments
+            .iter()
+            .cloned()
+            .map(Frame::Binary)
+            .collect();
         if logged.is_some() {
+            let mut frames = Vec::with_capacity(1 + attachments.len());
+            frames.push(message.clone());
+            frames.extend(attachments.iter().cloned());
             let (rooms, except) = match target {
                 Target::Socket(socket) => {
                     let sid = self.socket(*socket).map(|s| s.sid.to_string());
@@ -895,7 +906,7 @@ impl Server {
                 Target::Rooms { rooms, except, .. } => (rooms.clone(), except.clone()),
             };
             if let Some(recovery) = self.recovery.as_mut() {
-                recovery.log(now, nsp, rooms, except, frames.clone());
+                recovery.log(now, nsp, rooms, except, frames);
             }
             self.rearm_recovery();
         }
@@ -908,7 +919,8 @@ impl Server {
             if options.volatile && !self.engine.is_writable(session) {
                 continue;
             }
-            for frame in &frames {
+            let _ = self.engine.send_frame(session, message.clone());
+            for frame in &attachments {
                 let _ = self.engine.send_frame(session, frame.clone());
             }
             if let Some((ack, _)) = ack {
@@ -959,8 +971,10 @@ impl Server {
             .ok_or(CommandError::UnknownSocket)?;
         let session = s.session;
         let name = &self.namespaces[s.nsp.0 as usize].name;
-        let text = packet::encode_ack(name, id, args);
-        let _ = self.engine.send_frame(session, Frame::text_message(&text));
+        let message = Frame::text_message_with(16 + name.len(), |out| {
+            packet::write_ack(out, name, id, args)
+        });
+        let _ = self.engine.send_frame(session, message);
         for attachment in &args.attachments {
             let _ = self
                 .engine

@@ -278,10 +278,32 @@ fn write_header(
     }
 }
 
-fn write_json(out: &mut String, value: &Value) {
-    // Serializing a `Value` into a string cannot fail.
-    if let Ok(json) = serde_json::to_string(value) {
-        out.push_str(&json);
+/// `io::Write` into a `String`. serde_json cuts what it writes only before the ASCII bytes it
+/// escapes, so every piece is whole UTF-8.
+struct StringWriter<'a>(&'a mut String);
+
+impl std::io::Write for StringWriter<'_> {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        let text = std::str::from_utf8(buf)
+            .map_err(|_| std::io::Error::from(std::io::ErrorKind::InvalidData))?;
+        self.0.push_str(text);
+        Ok(buf.len())
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+/// Appends `value` as JSON, without a string of its own.
+fn write_json<T: serde::Serialize + ?Sized>(out: &mut String, value: &T) {
+    let start = out.len();
+    if serde_json::to_writer(StringWriter(out), value).is_err() {
+        // A piece cut inside a character, should serde_json ever do that: encode it whole.
+        out.truncate(start);
+        if let Ok(json) = serde_json::to_string(value) {
+            out.push_str(&json);
+        }
     }
 }
 
@@ -289,28 +311,39 @@ fn write_json(out: &mut String, value: &Value) {
 /// string is the Socket.IO packet (without the Engine.IO `4`).
 pub fn encode_event(nsp: &str, event: &str, payload: &Payload, id: Option<u64>) -> String {
     let mut out = String::with_capacity(16 + event.len() + nsp.len());
-    write_header(
-        &mut out,
-        PacketType::Event,
-        payload.attachments.len(),
-        nsp,
-        id,
-    );
+    write_event(&mut out, nsp, event, payload, id);
+    out
+}
+
+/// Appends the EVENT packet of [`encode_event`] to `out`.
+pub(crate) fn write_event(
+    out: &mut String,
+    nsp: &str,
+    event: &str,
+    payload: &Payload,
+    id: Option<u64>,
+) {
+    write_header(out, PacketType::Event, payload.attachments.len(), nsp, id);
     out.push('[');
-    write_json(&mut out, &Value::String(event.to_owned()));
+    write_json(out, event);
     for arg in &payload.args {
         out.push(',');
-        write_json(&mut out, arg);
+        write_json(out, arg);
     }
     out.push(']');
-    out
 }
 
 /// Encodes an ACK carrying `payload`.
 pub fn encode_ack(nsp: &str, id: u64, payload: &Payload) -> String {
     let mut out = String::new();
+    write_ack(&mut out, nsp, id, payload);
+    out
+}
+
+/// Appends the ACK packet of [`encode_ack`] to `out`.
+pub(crate) fn write_ack(out: &mut String, nsp: &str, id: u64, payload: &Payload) {
     write_header(
-        &mut out,
+        out,
         PacketType::Ack,
         payload.attachments.len(),
         nsp,
@@ -321,10 +354,9 @@ pub fn encode_ack(nsp: &str, id: u64, payload: &Payload) -> String {
         if i > 0 {
             out.push(',');
         }
-        write_json(&mut out, arg);
+        write_json(out, arg);
     }
     out.push(']');
-    out
 }
 
 /// Encodes a packet with optional JSON data and no attachments (CONNECT, DISCONNECT, CONNECT_ERROR).
@@ -494,6 +526,22 @@ mod tests {
         assert_eq!(
             d.decode_binary(Bytes::new()),
             Err(ParseError::IllegalPlaceholder)
+        );
+    }
+
+    #[test]
+    fn json_written_in_place_matches_serde_json_for_escapes_and_non_ascii() {
+        let args = json!(["é \"q\" \n \u{1f600}", {"ключ": ["\\", 1.5, null]}]);
+        let payload = Payload::from_args(&(args[0].clone(), args[1].clone())).unwrap();
+        let expected = format!(
+            "2[\"ev\u{e9}\",{},{}]",
+            serde_json::to_string(&args[0]).unwrap(),
+            serde_json::to_string(&args[1]).unwrap()
+        );
+        assert_eq!(encode_event("/", "ev\u{e9}", &payload, None), expected);
+        assert_eq!(
+            encode_ack("/", 4, &payload),
+            format!("34[{},{}]", args[0], args[1])
         );
     }
 

@@ -74,10 +74,49 @@ pub(crate) fn lock<T>(mutex: &std::sync::Mutex<T>) -> std::sync::MutexGuard<'_, 
     mutex.lock().unwrap_or_else(|e| e.into_inner())
 }
 
+/// Keeps the waker of the task that polls in `slot`, cloning it only when it changed.
+pub(crate) fn register_waker(slot: &mut Option<std::task::Waker>, cx: &Context<'_>) {
+    match slot {
+        Some(waker) if waker.will_wake(cx.waker()) => {}
+        _ => *slot = Some(cx.waker().clone()),
+    }
+}
+
 /// A resettable timer.
 pub trait Timer: Send + Sync + 'static {
     /// Moves the deadline.
     fn reset(self: Pin<&mut Self>, deadline: Instant);
     /// Ready once the deadline has passed.
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<()>;
+}
+
+#[cfg(test)]
+pub(crate) mod test_waker {
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    use std::task::{Wake, Waker};
+
+    /// A waker that counts how often it was woken.
+    #[derive(Default)]
+    pub(crate) struct CountingWaker(AtomicUsize);
+
+    impl CountingWaker {
+        /// A counter and a waker that counts into it.
+        pub fn new() -> (Arc<CountingWaker>, Waker) {
+            let counter = Arc::new(CountingWaker::default());
+            let waker = Waker::from(counter.clone());
+            (counter, waker)
+        }
+
+        /// The wake-ups so far.
+        pub fn count(&self) -> usize {
+            self.0.load(Ordering::SeqCst)
+        }
+    }
+
+    impl Wake for CountingWaker {
+        fn wake(self: Arc<Self>) {
+            self.0.fetch_add(1, Ordering::SeqCst);
+        }
+    }
 }

@@ -92,10 +92,7 @@ impl Outbox {
         if inner.closed {
             return Poll::Ready(Taken::Closed);
         }
-        match &inner.waker {
-            Some(waker) if waker.will_wake(cx.waker()) => {}
-            _ => inner.waker = Some(cx.waker().clone()),
-        }
+        crate::register_waker(&mut inner.waker, cx);
         Poll::Pending
     }
 }
@@ -113,18 +110,8 @@ impl Drop for OutboxHandle {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::test_waker::CountingWaker;
     use bytestring::ByteString;
-    use std::sync::atomic::{AtomicUsize, Ordering};
-    use std::task::Wake;
-
-    #[derive(Default)]
-    struct CountingWaker(AtomicUsize);
-
-    impl Wake for CountingWaker {
-        fn wake(self: Arc<Self>) {
-            self.0.fetch_add(1, Ordering::SeqCst);
-        }
-    }
 
     fn text(s: &'static str) -> Frame {
         Frame::Text(ByteString::from_static(s))
@@ -133,8 +120,7 @@ mod tests {
     #[test]
     fn one_wake_per_batch_frames_in_order_then_close() {
         let outbox = Outbox::new(3);
-        let counter = Arc::new(CountingWaker::default());
-        let waker = Waker::from(counter.clone());
+        let (counter, waker) = CountingWaker::new();
         let mut cx = Context::from_waker(&waker);
         let mut batch = VecDeque::new();
         assert_eq!(outbox.poll_take(&mut cx, &mut batch), Poll::Pending);
@@ -142,7 +128,7 @@ mod tests {
         outbox.push(text("b")).unwrap();
         outbox.push(text("c")).unwrap();
         assert_eq!(outbox.push(text("d")), Err(Full));
-        assert_eq!(counter.0.load(Ordering::SeqCst), 1);
+        assert_eq!(counter.count(), 1);
         assert_eq!(
             outbox.poll_take(&mut cx, &mut batch),
             Poll::Ready(Taken::Frames)

@@ -71,10 +71,7 @@ impl ReplyReceiver {
             if inner.sender_gone {
                 return Poll::Ready(None);
             }
-            match &inner.waker {
-                Some(waker) if waker.will_wake(cx.waker()) => {}
-                _ => inner.waker = Some(cx.waker().clone()),
-            }
+            crate::register_waker(&mut inner.waker, cx);
             Poll::Pending
         })
         .await
@@ -109,26 +106,17 @@ mod tests {
 
     #[test]
     fn a_waiting_request_is_woken_by_the_outcome_and_by_the_drop() {
+        use crate::test_waker::CountingWaker;
         use std::future::Future;
-        use std::sync::atomic::{AtomicUsize, Ordering};
-        use std::task::{Context, Wake};
+        use std::task::Context;
 
-        #[derive(Default)]
-        struct CountingWaker(AtomicUsize);
-        impl Wake for CountingWaker {
-            fn wake(self: Arc<Self>) {
-                self.0.fetch_add(1, Ordering::SeqCst);
-            }
-        }
-
-        let counter = Arc::new(CountingWaker::default());
-        let waker = Waker::from(counter.clone());
+        let (counter, waker) = CountingWaker::new();
         let mut cx = Context::from_waker(&waker);
         let (sender, receiver) = reply_slot();
         let mut first = std::pin::pin!(receiver.recv());
         assert!(first.as_mut().poll(&mut cx).is_pending());
         sender.send(Outcome::ReadBody(5));
-        assert_eq!(counter.0.load(Ordering::SeqCst), 1);
+        assert_eq!(counter.count(), 1);
         assert!(matches!(
             first.as_mut().poll(&mut cx),
             Poll::Ready(Some(Outcome::ReadBody(5)))
@@ -136,7 +124,7 @@ mod tests {
         let mut second = std::pin::pin!(receiver.recv());
         assert!(second.as_mut().poll(&mut cx).is_pending());
         drop(sender);
-        assert_eq!(counter.0.load(Ordering::SeqCst), 2);
+        assert_eq!(counter.count(), 2);
         assert!(matches!(second.as_mut().poll(&mut cx), Poll::Ready(None)));
     }
 }

@@ -62,6 +62,14 @@ impl ReadBuffer {
         Ok(())
     }
 
+    /// Reads a response head (status line and headers) and consumes it with its blank line.
+    async fn read_head(&mut self, stream: &mut TcpStream) -> io::Result<String> {
+        let end = self.fill_until(stream, b"\r\n\r\n").await?;
+        let head = String::from_utf8_lossy(&self.pending()[..end]).into_owned();
+        self.consume(end + 4);
+        Ok(head)
+    }
+
     /// Reads until `needle` is pending; returns its offset in `pending()`.
     async fn fill_until(&mut self, stream: &mut TcpStream, needle: &[u8]) -> io::Result<usize> {
         loop {
@@ -75,6 +83,19 @@ impl ReadBuffer {
 
 fn find(haystack: &[u8], needle: &[u8]) -> Option<usize> {
     haystack.windows(needle.len()).position(|w| w == needle)
+}
+
+/// The status code of a response head.
+fn status(head: &str) -> &str {
+    head.split(' ').nth(1).unwrap_or("")
+}
+
+/// The value of header `name` in a response head.
+fn header<'a>(head: &'a str, name: &str) -> Option<&'a str> {
+    head.split("\r\n").skip(1).find_map(|line| {
+        let (key, value) = line.split_once(':')?;
+        key.eq_ignore_ascii_case(name).then(|| value.trim())
+    })
 }
 
 /// The key of every handshake, and the accept value a server must answer it with (the example of
@@ -178,18 +199,11 @@ impl WsClient {
         );
         stream.write_all(request.as_bytes()).await?;
         let mut read = ReadBuffer::default();
-        let end = read.fill_until(&mut stream, b"\r\n\r\n").await?;
-        let head = String::from_utf8_lossy(&read.pending()[..end]).into_owned();
-        read.consume(end + 4);
-        if head.split(' ').nth(1) != Some("101") {
+        let head = read.read_head(&mut stream).await?;
+        if status(&head) != "101" {
             return Err(other(format!("websocket handshake answered {head:?}")));
         }
-        let accepted = head.split("\r\n").any(|line| {
-            line.split_once(':').is_some_and(|(name, value)| {
-                name.eq_ignore_ascii_case("sec-websocket-accept") && value.trim() == WS_ACCEPT
-            })
-        });
-        if !accepted {
+        if header(&head, "sec-websocket-accept") != Some(WS_ACCEPT) {
             return Err(other(format!(
                 "websocket handshake without our accept: {head:?}"
             )));
@@ -293,26 +307,14 @@ impl HttpConnection {
             body.len()
         );
         self.stream.write_all(&self.write).await?;
-        let end = self.read.fill_until(&mut self.stream, b"\r\n\r\n").await?;
-        let head = String::from_utf8_lossy(&self.read.pending()[..end]).into_owned();
-        self.read.consume(end + 4);
-        let status = head.split(' ').nth(1).unwrap_or("");
+        let head = self.read.read_head(&mut self.stream).await?;
+        let status = status(&head);
         if status != "200" {
             return Err(other(format!("{method} {path}: status {status}")));
         }
-        let mut length = None;
-        let mut chunked = false;
-        for line in head.split("\r\n").skip(1) {
-            let Some((name, value)) = line.split_once(':') else {
-                continue;
-            };
-            let value = value.trim();
-            if name.eq_ignore_ascii_case("content-length") {
-                length = value.parse::<usize>().ok();
-            } else if name.eq_ignore_ascii_case("transfer-encoding") {
-                chunked = value.eq_ignore_ascii_case("chunked");
-            }
-        }
+        let length = header(&head, "content-length").and_then(|v| v.parse::<usize>().ok());
+        let chunked =
+            header(&head, "transfer-encoding").is_some_and(|v| v.eq_ignore_ascii_case("chunked"));
         let body = match (length, chunked) {
             (Some(length), false) => self.take(length).await?,
             (_, true) => self.take_chunked().await?,

@@ -84,8 +84,13 @@ impl Frame {
     /// Encodes a text message packet whose text `write` appends after the `4`, about `capacity`
     /// bytes: the text is written straight into the frame, with no copy and no second UTF-8 check.
     pub fn text_message_with(capacity: usize, write: impl FnOnce(&mut String)) -> Frame {
+        Frame::text_packet('4', capacity, write)
+    }
+
+    /// A text frame: the packet type `kind`, then what `write` appends (about `capacity` bytes).
+    fn text_packet(kind: char, capacity: usize, write: impl FnOnce(&mut String)) -> Frame {
         let mut text = String::with_capacity(capacity + 1);
-        text.push('4');
+        text.push(kind);
         write(&mut text);
         Frame::Text(ByteString::from(text))
     }
@@ -176,18 +181,14 @@ impl Packet {
 
     /// Encodes the packet as one WebSocket frame.
     pub fn encode(&self) -> Frame {
-        let with = |kind: u8, data: &str| {
-            let mut buf = BytesMut::with_capacity(data.len() + 1);
-            buf.put_u8(kind);
-            buf.put_slice(data.as_bytes());
-            Frame::Text(utf8(buf.freeze()))
-        };
+        let with =
+            |kind: char, data: &str| Frame::text_packet(kind, data.len(), |out| out.push_str(data));
         match self {
-            Packet::Open(d) => with(b'0', d),
+            Packet::Open(d) => with('0', d),
             Packet::Close => Frame::Text(ByteString::from_static("1")),
-            Packet::Ping(d) => with(b'2', d),
-            Packet::Pong(d) => with(b'3', d),
-            Packet::Message(Message::Text(d)) => with(b'4', d),
+            Packet::Ping(d) => with('2', d),
+            Packet::Pong(d) => with('3', d),
+            Packet::Message(Message::Text(d)) => with('4', d),
             Packet::Message(Message::Binary(b)) => Frame::Binary(b.clone()),
             Packet::Upgrade => Frame::Text(ByteString::from_static("5")),
             Packet::Noop => Frame::Text(ByteString::from_static("6")),
@@ -200,13 +201,6 @@ const LENIENT: GeneralPurpose = GeneralPurpose::new(
     &base64::alphabet::STANDARD,
     GeneralPurposeConfig::new().with_decode_padding_mode(DecodePaddingMode::Indifferent),
 );
-
-/// Builds a `ByteString` from bytes that were assembled from UTF-8 pieces.
-fn utf8(bytes: Bytes) -> ByteString {
-    // Every caller concatenates an ASCII byte with a `str`, so this cannot fail; an empty string is
-    // the harmless fallback that keeps the core free of panics.
-    ByteString::try_from(bytes).unwrap_or_default()
-}
 
 #[cfg(test)]
 pub(crate) mod tests {

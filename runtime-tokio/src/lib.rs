@@ -24,6 +24,7 @@ use std::future::Future;
 use std::io;
 use std::net::SocketAddr;
 use std::pin::Pin;
+use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::Instant;
 
@@ -89,12 +90,109 @@ impl Timer for TokioTimer {
 pub struct TokioListener(tokio::net::TcpListener);
 
 impl Listener for TokioListener {
-    type Io = hyper_util::rt::TokioIo<tokio::net::TcpStream>;
+    type Io = TokioStream;
 
-    async fn accept(&mut self) -> io::Result<(Self::Io, SocketAddr)> {
+    async fn accept(&mut self) -> io::Result<(TokioStream, SocketAddr)> {
         let (stream, peer) = self.0.accept().await?;
+        // Socket.IO packets are small and latency matters; the glue batches its own writes.
         let _ = stream.set_nodelay(true);
-        Ok((hyper_util::rt::TokioIo::new(stream), peer))
+        Ok((TokioStream(Arc::new(TokioSocket(stream))), peer))
+    }
+
+    fn writer(io: &TokioStream) -> Option<Arc<dyn SocketWriter>> {
+        Some(io.0.clone())
+    }
+}
+
+/// A tokio TCP connection as hyper I/O. Its socket is shared with the driver, which writes
+/// WebSocket frames to it without waking the connection's task (see [`SocketWriter`]).
+pub struct TokioStream(Arc<TokioSocket>);
+
+struct TokioSocket(tokio::net::TcpStream);
+
+impl SocketWriter for TokioSocket {
+    fn try_write_vectored(&self, bufs: &[io::IoSlice<'_>]) -> io::Result<usize> {
+        self.0.try_write_vectored(bufs)
+    }
+}
+
+/// Runs `op` once the socket is ready; tokio clears the readiness when `op` would block.
+fn poll_io<T>(
+    cx: &mut Context<'_>,
+    mut ready: impl FnMut(&mut Context<'_>) -> Poll<io::Result<()>>,
+    mut op: impl FnMut() -> io::Result<T>,
+) -> Poll<io::Result<T>> {
+    loop {
+        std::task::ready!(ready(cx))?;
+        match op() {
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
+            result => return Poll::Ready(result),
+        }
+    }
+}
+
+impl hyper::rt::Read for TokioStream {
+    fn poll_read(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: hyper::rt::ReadBufCursor<'_>,
+    ) -> Poll<io::Result<()>> {
+        let socket = &self.0.0;
+        read_into(buf, |scratch| {
+            let n = std::task::ready!(poll_io(
+                cx,
+                |cx| socket.poll_read_ready(cx),
+                || socket.try_read(scratch)
+            ))?;
+            if n > 0 && n < scratch.len() {
+                // A short read drained the socket: forget the readiness now (as tokio's own
+                // streams do) rather than learn it from a `recvfrom` failing with `EAGAIN`.
+                let drained = || Err::<(), _>(io::Error::from(io::ErrorKind::WouldBlock));
+                let _ = socket.try_io(tokio::io::Interest::READABLE, drained);
+            }
+            Poll::Ready(Ok(n))
+        })
+    }
+}
+
+impl hyper::rt::Write for TokioStream {
+    fn poll_write(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        let socket = &self.0.0;
+        poll_io(
+            cx,
+            |cx| socket.poll_write_ready(cx),
+            || socket.try_write(buf),
+        )
+    }
+
+    fn poll_write_vectored(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[io::IoSlice<'_>],
+    ) -> Poll<io::Result<usize>> {
+        let socket = &self.0.0;
+        poll_io(
+            cx,
+            |cx| socket.poll_write_ready(cx),
+            || socket.try_write_vectored(bufs),
+        )
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        true
+    }
+
+    fn poll_flush(self: Pin<&mut Self>, _: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Poll::Ready(Ok(()))
+    }
+
+    fn poll_shutdown(self: Pin<&mut Self>, _: &mut Context<'_>) -> Poll<io::Result<()>> {
+        let socket = socket2::SockRef::from(&self.0.0);
+        Poll::Ready(socket.shutdown(std::net::Shutdown::Write))
     }
 }
 

@@ -7,7 +7,7 @@
 //! about three failed `recvfrom` per long-polling request. Like tokio, [`AsyncIoStream`] takes a
 //! short read as "drained" and then waits for the reactor before it reads again.
 
-use std::io::{self, Read};
+use std::io::{self, Read, Write};
 use std::net::{Shutdown, SocketAddr, TcpListener, TcpStream};
 use std::pin::Pin;
 use std::sync::Arc;
@@ -16,7 +16,7 @@ use std::time::Instant;
 
 use async_io::Async;
 
-use crate::{Listener, Timer};
+use crate::{Listener, SocketWriter, Timer};
 
 /// The async-io reactor's timer as a [`Timer`] (smol, async-std).
 pub struct AsyncIoTimer {
@@ -61,17 +61,30 @@ impl Listener for AsyncIoListener {
         let _ = stream.get_ref().set_nodelay(true);
         Ok((
             AsyncIoStream {
-                io: stream,
+                io: Arc::new(stream),
                 drained: false,
             },
             peer,
         ))
     }
+
+    fn writer(io: &AsyncIoStream) -> Option<Arc<dyn SocketWriter>> {
+        Some(io.io.clone())
+    }
+}
+
+impl SocketWriter for Async<TcpStream> {
+    fn try_write_vectored(&self, bufs: &[io::IoSlice<'_>]) -> io::Result<usize> {
+        // The socket is non-blocking: a full buffer answers `WouldBlock`.
+        let mut socket: &TcpStream = self.get_ref();
+        socket.write_vectored(bufs)
+    }
 }
 
 /// A TCP connection on the async-io reactor, as hyper I/O.
 pub struct AsyncIoStream {
-    io: Async<TcpStream>,
+    /// Shared with the driver, which writes WebSocket frames to it (see [`SocketWriter`]).
+    io: Arc<Async<TcpStream>>,
     /// The last read was short or failed with `EAGAIN`: wait for the reactor before reading again.
     drained: bool,
 }
@@ -111,7 +124,7 @@ impl hyper::rt::Write for AsyncIoStream {
         cx: &mut Context<'_>,
         buf: &[u8],
     ) -> Poll<io::Result<usize>> {
-        futures_io::AsyncWrite::poll_write(Pin::new(&mut &self.io), cx, buf)
+        futures_io::AsyncWrite::poll_write(Pin::new(&mut &*self.io), cx, buf)
     }
 
     fn poll_write_vectored(
@@ -119,7 +132,7 @@ impl hyper::rt::Write for AsyncIoStream {
         cx: &mut Context<'_>,
         bufs: &[io::IoSlice<'_>],
     ) -> Poll<io::Result<usize>> {
-        futures_io::AsyncWrite::poll_write_vectored(Pin::new(&mut &self.io), cx, bufs)
+        futures_io::AsyncWrite::poll_write_vectored(Pin::new(&mut &*self.io), cx, bufs)
     }
 
     fn is_write_vectored(&self) -> bool {

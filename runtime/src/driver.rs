@@ -17,7 +17,7 @@ use sio_core::engine::{BodyError, Engine, EngineEvent, Frame, RequestId, Transmi
 use sio_core::socket::Server;
 
 use crate::Runtime;
-use crate::outbox::{Outbox, OutboxHandle};
+use crate::outbox::{Outbox, OutboxHandle, Pushed};
 use crate::reply::ReplySender;
 
 /// The network side of a sans-IO state machine, as the driver feeds it (see the drain contract of
@@ -270,6 +270,7 @@ pub(crate) fn spawn<A: App>(runtime: Arc<dyn Runtime>, app: A, limits: Limits) -
         commands: rx,
         slots: FxHashMap::default(),
         ws_queue: limits.ws_queue,
+        write_later: Vec::new(),
     };
     runtime.spawn(Box::pin(driver.run()));
     shared
@@ -283,6 +284,9 @@ struct Driver<A: App> {
     slots: FxHashMap<RequestId, Slot>,
     /// The bound of each WebSocket's outbox.
     ws_queue: usize,
+    /// Outboxes the driver writes to their sockets once the current batch of inputs is handled:
+    /// several frames for one connection then go out in one `writev`.
+    write_later: Vec<Arc<Outbox>>,
 }
 
 impl<A: App> Driver<A> {
@@ -291,6 +295,13 @@ impl<A: App> Driver<A> {
         let mut armed: Option<Instant> = None;
         loop {
             self.drain();
+            for outbox in self.write_later.drain(..) {
+                outbox.write_direct();
+            }
+            if self.write_later.capacity() > 1024 {
+                // A broadcast to many sockets should not leave its list behind.
+                self.write_later = Vec::new();
+            }
             let deadline = self.app.core().poll_timeout();
             // Check the clock before the timer: a timer may report Pending past its deadline.
             if let Some(at) = deadline {
@@ -418,7 +429,10 @@ impl<A: App> Driver<A> {
             }
             Transmit::Frame { request, frame } => {
                 if let Some(Slot::Ws(out)) = self.slots.get(&request) {
-                    if out.0.push(frame).is_err() {
+                    let pushed = out.0.push(frame);
+                    if pushed == Ok(Pushed::WriteLater) {
+                        self.write_later.push(out.0.clone());
+                    } else if pushed.is_err() {
                         // The client reads slower than we write: cut it off rather than buffer
                         // without bound (dropping the handle closes the outbox).
                         self.slots.remove(&request);

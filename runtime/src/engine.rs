@@ -181,7 +181,7 @@ impl EngineService {
     where
         I: hyper::rt::Read + hyper::rt::Write + Send + Unpin + 'static,
     {
-        crate::http::serve_connection(self.shared.clone(), io, remote).await
+        crate::http::serve_connection(self.shared.clone(), io, remote, None).await
     }
 
     /// A handle to act on sessions from outside the handlers.

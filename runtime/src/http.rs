@@ -13,6 +13,7 @@ use hyper::server::conn::http1;
 use hyper::service::service_fn;
 use sio_core::engine::{BodyError, RequestId};
 
+use crate::SocketWriter;
 use crate::driver::{App, Command, Outcome, Shared};
 use crate::header_timer::HeaderTimer;
 
@@ -34,13 +35,16 @@ pub(crate) async fn serve_connection<A, I>(
     shared: Arc<Shared<A>>,
     io: I,
     remote: Option<SocketAddr>,
+    writer: Option<Arc<dyn SocketWriter>>,
 ) where
     A: App,
     I: hyper::rt::Read + hyper::rt::Write + Send + Unpin + 'static,
 {
     let timer = HeaderTimer::new(shared.runtime.clone());
     let limits = shared.limits.clone();
-    let service = service_fn(move |req: Request<Incoming>| handle(shared.clone(), req, remote));
+    let service = service_fn(move |req: Request<Incoming>| {
+        handle(shared.clone(), req, remote, writer.clone())
+    });
     let mut builder = http1::Builder::new();
     builder
         .timer(timer)
@@ -67,11 +71,13 @@ impl<A: App> Drop for CloseGuard<A> {
 }
 
 /// Handles one request of any HTTP server whose body is an `http_body::Body` (hyper's, axum's, ...).
-/// A WebSocket upgrade needs the server's `hyper::upgrade::OnUpgrade` in the request's extensions.
+/// A WebSocket upgrade needs the server's `hyper::upgrade::OnUpgrade` in the request's extensions;
+/// `writer`, when given, is the connection's socket, which the driver may then write to itself.
 pub(crate) async fn handle<A: App, B>(
     shared: Arc<Shared<A>>,
     mut req: Request<B>,
     remote: Option<SocketAddr>,
+    writer: Option<Arc<dyn SocketWriter>>,
 ) -> Result<Response<Full<Bytes>>, Aborted>
 where
     B: http_body::Body<Data = Bytes> + Send + 'static,
@@ -150,7 +156,7 @@ where
                 for (name, value) in &headers {
                     h.append(name.clone(), value.clone());
                 }
-                let task = crate::ws::run(shared.clone(), id, on_upgrade, outbox);
+                let task = crate::ws::run(shared.clone(), id, on_upgrade, outbox, writer);
                 shared.runtime.spawn(Box::pin(task));
                 return Ok(response);
             }

@@ -37,11 +37,11 @@ impl<T: futures_io::AsyncRead> hyper::rt::Read for Compat<T> {
     }
 }
 
-/// Fills hyper's buffer with one `read` into an initialised slice. hyper's buffer may be
-/// uninitialised and readers want an initialised slice; without `unsafe`, read into a zeroed
-/// stack buffer and copy. Its size follows the request, so that a small WebSocket read does not
-/// pay for zeroing 8 KiB.
-pub(crate) fn read_into(
+/// Fills hyper's buffer with one `read` into an initialised slice (for a runtime crate's hyper
+/// I/O). hyper's buffer may be uninitialised and readers want an initialised slice; without
+/// `unsafe`, read into a zeroed stack buffer and copy. Its size follows the request, so that a
+/// small WebSocket read does not pay for zeroing 8 KiB.
+pub fn read_into(
     buf: hyper::rt::ReadBufCursor<'_>,
     read: impl FnOnce(&mut [u8]) -> Poll<io::Result<usize>>,
 ) -> Poll<io::Result<()>> {

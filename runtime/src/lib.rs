@@ -35,8 +35,8 @@ pub use driver::{App, Core, Fallback, Limits};
 pub use engine::{EngineHandle, EngineHandler, EngineService, EngineSocket};
 pub use handshake::Handshake;
 pub use http::Aborted;
-pub use io::Compat;
-pub use listener::Listener;
+pub use io::{Compat, read_into};
+pub use listener::{Listener, SocketWriter};
 pub use sio_core;
 pub use sio_core::engine::Handshake as EngineHandshake;
 pub use sio_core::engine::{

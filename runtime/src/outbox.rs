@@ -1,37 +1,170 @@
-//! The frames the driver queued for one WebSocket, shared by the driver (which pushes) and the
-//! connection's task (which takes everything queued at once and writes it as one batch).
+//! The bytes waiting to be written to one WebSocket, shared by the driver (which queues frames) and
+//! the connection's task (which owns the connection).
 //!
-//! It replaces a bounded channel: a channel's slots are allocated up front (tens of KiB per idle
-//! connection at a useful bound), and it wakes the task for every frame. Here the queue grows only
-//! while frames wait, and the task is woken once per batch.
+//! Once the connection is upgraded, and when its listener lends the socket ([`SocketWriter`]), the
+//! driver writes the frames itself at the end of each batch of inputs: a message to 10,000 sockets
+//! then costs 10,000 `writev` calls and no task wake-up. The task takes over whenever the socket is
+//! full, and for everything else (the frames queued before the 101, tungstenite's pongs and close
+//! frames, connections without a lent socket), so that there is always one writer and the bytes go
+//! out in order. The queue takes memory only while bytes wait.
 
 use std::collections::VecDeque;
+use std::io::{self, IoSlice};
+use std::pin::Pin;
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::task::{Context, Poll, Waker};
 
+use bytes::{Buf, Bytes};
+use futures_io::AsyncWrite;
 use sio_core::engine::Frame;
+use tungstenite::protocol::frame::FrameHeader;
+use tungstenite::protocol::frame::coding::{Data, OpCode};
+
+use crate::SocketWriter;
 
 /// The queue is full: the client reads slower than the server writes.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) struct Full;
 
-/// What the connection's task took from the outbox.
-#[derive(Debug, PartialEq, Eq)]
-pub(crate) enum Taken {
-    /// Frames to write, moved into the batch.
-    Frames,
-    /// Nothing more will come: close the connection.
-    Closed,
+/// What the driver has to do after queueing a frame.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Pushed {
+    /// Nothing: the frame waits for a write already planned, or was dropped after the close.
+    Queued,
+    /// Call [`Outbox::write_direct`] once the batch of inputs is done.
+    WriteLater,
 }
 
-#[derive(Default)]
+/// Slices handed to one `writev`.
+const MAX_SLICES: usize = 64;
+/// The longest header of an unmasked frame.
+const MAX_HEADER: usize = 10;
+
+/// Queued bytes: one frame (a header and its payload), or bytes tungstenite wrote.
+struct Chunk {
+    head: [u8; MAX_HEADER],
+    head_start: u8,
+    head_end: u8,
+    body: Bytes,
+}
+
+impl Chunk {
+    /// A final, unmasked data frame carrying `frame`.
+    fn frame(frame: Frame) -> Chunk {
+        let (opcode, body) = match frame {
+            Frame::Text(text) => (Data::Text, text.into_bytes()),
+            Frame::Binary(data) => (Data::Binary, data),
+        };
+        let header = FrameHeader {
+            opcode: OpCode::Data(opcode),
+            ..FrameHeader::default()
+        };
+        let mut head = [0; MAX_HEADER];
+        let mut out = &mut head[..];
+        // Ten bytes hold any unmasked header, so formatting cannot fail.
+        let _ = header.format(body.len() as u64, &mut out);
+        let head_end = (MAX_HEADER - out.len()) as u8;
+        Chunk {
+            head,
+            head_start: 0,
+            head_end,
+            body,
+        }
+    }
+
+    /// Bytes written as they are.
+    fn raw(bytes: &[u8]) -> Chunk {
+        Chunk {
+            head: [0; MAX_HEADER],
+            head_start: 0,
+            head_end: 0,
+            body: Bytes::copy_from_slice(bytes),
+        }
+    }
+
+    fn head(&self) -> &[u8] {
+        &self.head[usize::from(self.head_start)..usize::from(self.head_end)]
+    }
+
+    /// Drops the first `n` bytes; returns what is left of `n` past this chunk.
+    fn consume(&mut self, n: usize) -> usize {
+        let head = self.head().len();
+        if n < head {
+            self.head_start += n as u8;
+            return 0;
+        }
+        self.head_start = self.head_end;
+        let body = (n - head).min(self.body.len());
+        self.body.advance(body);
+        n - head - body
+    }
+
+    fn is_empty(&self) -> bool {
+        self.head_start == self.head_end && self.body.is_empty()
+    }
+}
+
 struct Inner {
-    frames: VecDeque<Frame>,
+    chunks: VecDeque<Chunk>,
+    /// The driver queues nothing more; the task writes what is queued, then closes.
     closed: bool,
+    /// The socket the driver may write to; set once the connection is upgraded.
+    writer: Option<Arc<dyn SocketWriter>>,
+    /// The task writes the queue (the socket was full, or bytes of its own wait).
+    task_writes: bool,
+    /// The driver has planned a `write_direct`.
+    planned: bool,
     waker: Option<Waker>,
 }
 
-/// One WebSocket's outgoing frames.
+impl Inner {
+    /// Whether the driver leaves the writing to the task.
+    fn task_writes(&self) -> bool {
+        self.task_writes || self.writer.is_none()
+    }
+
+    /// `writev` of the queue's front, through `write`; consumes what was written.
+    fn write_with(
+        &mut self,
+        write: impl FnOnce(&[IoSlice<'_>]) -> Poll<io::Result<usize>>,
+    ) -> Poll<io::Result<usize>> {
+        let mut slices = [IoSlice::new(&[]); MAX_SLICES];
+        let mut count = 0;
+        for chunk in self.chunks.iter().take(MAX_SLICES / 2) {
+            for part in [chunk.head(), &chunk.body[..]] {
+                if !part.is_empty() {
+                    slices[count] = IoSlice::new(part);
+                    count += 1;
+                }
+            }
+        }
+        let written = std::task::ready!(write(&slices[..count]))?;
+        if written == 0 && count > 0 {
+            return Poll::Ready(Err(io::ErrorKind::WriteZero.into()));
+        }
+        let mut left = written;
+        while let Some(front) = self.chunks.front_mut() {
+            left = front.consume(left);
+            if !front.is_empty() {
+                break;
+            }
+            self.chunks.pop_front();
+        }
+        if self.chunks.is_empty() {
+            // An idle connection keeps no queue memory.
+            self.chunks = VecDeque::new();
+        }
+        Poll::Ready(Ok(written))
+    }
+
+    fn wake(&mut self) {
+        if let Some(waker) = self.waker.take() {
+            waker.wake();
+        }
+    }
+}
+
+/// One WebSocket's outgoing bytes.
 pub(crate) struct Outbox {
     inner: Mutex<Inner>,
     limit: usize,
@@ -41,7 +174,14 @@ impl Outbox {
     /// An empty outbox holding at most `limit` frames.
     pub fn new(limit: usize) -> Arc<Outbox> {
         Arc::new(Outbox {
-            inner: Mutex::new(Inner::default()),
+            inner: Mutex::new(Inner {
+                chunks: VecDeque::new(),
+                closed: false,
+                writer: None,
+                task_writes: false,
+                planned: false,
+                waker: None,
+            }),
             limit: limit.max(1),
         })
     }
@@ -50,51 +190,142 @@ impl Outbox {
         crate::lock(&self.inner)
     }
 
-    /// Queues `frame`, waking the task if it waits. Frames pushed after `close` are dropped.
-    pub fn push(&self, frame: Frame) -> Result<(), Full> {
-        let waker = {
-            let mut inner = self.lock();
-            if inner.closed {
-                return Ok(());
-            }
-            if inner.frames.len() >= self.limit {
-                return Err(Full);
-            }
-            inner.frames.push_back(frame);
-            inner.waker.take()
-        };
-        if let Some(waker) = waker {
-            waker.wake();
+    /// Queues `frame` (the driver). Frames pushed after `close` are dropped.
+    pub fn push(&self, frame: Frame) -> Result<Pushed, Full> {
+        let mut inner = self.lock();
+        if inner.closed {
+            return Ok(Pushed::Queued);
         }
-        Ok(())
+        if inner.chunks.len() >= self.limit {
+            return Err(Full);
+        }
+        inner.chunks.push_back(Chunk::frame(frame));
+        if inner.task_writes() {
+            inner.wake();
+            Ok(Pushed::Queued)
+        } else if inner.planned {
+            Ok(Pushed::Queued)
+        } else {
+            inner.planned = true;
+            Ok(Pushed::WriteLater)
+        }
+    }
+
+    /// Writes what is queued straight to the socket, without waiting (the driver, after
+    /// [`Pushed::WriteLater`]). When the socket takes less, or fails, the task takes over: it
+    /// waits until the socket is writable, or reports the error.
+    pub fn write_direct(&self) {
+        let mut inner = self.lock();
+        inner.planned = false;
+        if inner.task_writes() {
+            return;
+        }
+        let Some(writer) = inner.writer.clone() else {
+            return;
+        };
+        while !inner.chunks.is_empty() {
+            let mut full = false;
+            let written = inner.write_with(|slices| match writer.try_write_vectored(slices) {
+                Ok(n) => {
+                    let total: usize = slices.iter().map(|s| s.len()).sum();
+                    full = n < total;
+                    Poll::Ready(Ok(n))
+                }
+                Err(e) => Poll::Ready(Err(e)),
+            });
+            if full || !matches!(written, Poll::Ready(Ok(_))) {
+                inner.task_writes = true;
+                inner.wake();
+                return;
+            }
+        }
     }
 
     /// No more frames: the task writes what is queued, then closes the connection.
     pub fn close(&self) {
-        let waker = {
-            let mut inner = self.lock();
-            inner.closed = true;
-            inner.waker.take()
-        };
-        if let Some(waker) = waker {
-            waker.wake();
-        }
+        let mut inner = self.lock();
+        inner.closed = true;
+        inner.task_writes = true;
+        inner.wake();
     }
 
-    /// Moves every queued frame into `batch` (which must be empty), or reports the close once
-    /// the queue is empty; otherwise waits.
-    pub fn poll_take(&self, cx: &mut Context<'_>, batch: &mut VecDeque<Frame>) -> Poll<Taken> {
+    /// The connection is upgraded (the task): from now on the driver may write to `writer`,
+    /// once the task has written what waits.
+    pub fn open(&self, writer: Option<Arc<dyn SocketWriter>>) {
         let mut inner = self.lock();
-        if !inner.frames.is_empty() {
-            std::mem::swap(&mut inner.frames, batch);
-            return Poll::Ready(Taken::Frames);
+        inner.writer = writer;
+        inner.task_writes = true;
+    }
+
+    /// The task is gone: nothing more is queued or written, and the socket is let go.
+    pub fn detach(&self) {
+        let mut inner = self.lock();
+        inner.closed = true;
+        inner.task_writes = true;
+        inner.writer = None;
+        inner.chunks = VecDeque::new();
+        inner.waker = None;
+    }
+
+    /// Queues bytes the task writes itself (tungstenite's frames). They count against the
+    /// limit too, so that a client sending pings without reading cannot grow the queue.
+    pub fn push_raw(&self, bytes: &[u8]) -> Result<(), Full> {
+        if bytes.is_empty() {
+            return Ok(());
         }
-        if inner.closed {
-            return Poll::Ready(Taken::Closed);
+        let mut inner = self.lock();
+        if inner.chunks.len() >= self.limit {
+            return Err(Full);
+        }
+        inner.chunks.push_back(Chunk::raw(bytes));
+        inner.task_writes = true;
+        Ok(())
+    }
+
+    /// Writes the queue through `io` when the task is the writer, until it is empty (the task).
+    pub fn poll_flush<W: AsyncWrite + ?Sized>(
+        &self,
+        cx: &mut Context<'_>,
+        io: Pin<&mut W>,
+    ) -> Poll<io::Result<()>> {
+        flush(&mut self.lock(), cx, io)
+    }
+
+    /// The task's side: writes what it has to, then waits for more. Ready with `Ok` once the
+    /// outbox is closed and everything is written, with the error of a failed write.
+    pub fn poll_serve<W: AsyncWrite + ?Sized>(
+        &self,
+        cx: &mut Context<'_>,
+        io: Pin<&mut W>,
+    ) -> Poll<io::Result<()>> {
+        let mut inner = self.lock();
+        std::task::ready!(flush(&mut inner, cx, io))?;
+        if inner.closed && inner.chunks.is_empty() {
+            return Poll::Ready(Ok(()));
         }
         crate::register_waker(&mut inner.waker, cx);
         Poll::Pending
     }
+}
+
+/// Writes the queue through `io` if the task is the writer; hands the writing back to the driver
+/// once the queue is empty.
+fn flush<W: AsyncWrite + ?Sized>(
+    inner: &mut Inner,
+    cx: &mut Context<'_>,
+    mut io: Pin<&mut W>,
+) -> Poll<io::Result<()>> {
+    if !inner.task_writes() {
+        return Poll::Ready(Ok(()));
+    }
+    while !inner.chunks.is_empty() {
+        std::task::ready!(inner.write_with(|slices| io.as_mut().poll_write_vectored(cx, slices)))?;
+    }
+    std::task::ready!(io.as_mut().poll_flush(cx))?;
+    if inner.writer.is_some() && !inner.closed {
+        inner.task_writes = false;
+    }
+    Poll::Ready(Ok(()))
 }
 
 /// The driver's end of an outbox: dropping it closes the outbox, so that the connection's task
@@ -117,37 +348,194 @@ mod tests {
         Frame::Text(ByteString::from_static(s))
     }
 
+    /// A socket that takes at most `room` bytes, then reports `WouldBlock`.
+    #[derive(Default)]
+    struct Socket {
+        written: Mutex<Vec<u8>>,
+        room: Mutex<usize>,
+        writes: Mutex<usize>,
+    }
+
+    impl Socket {
+        fn with_room(room: usize) -> Arc<Socket> {
+            let socket = Socket::default();
+            *socket.room.lock().unwrap() = room;
+            Arc::new(socket)
+        }
+
+        fn take(&self, bufs: &[IoSlice<'_>]) -> io::Result<usize> {
+            *self.writes.lock().unwrap() += 1;
+            let mut room = self.room.lock().unwrap();
+            if *room == 0 {
+                return Err(io::ErrorKind::WouldBlock.into());
+            }
+            let mut written = self.written.lock().unwrap();
+            let mut n = 0;
+            for buf in bufs {
+                let take = buf.len().min(*room - n);
+                written.extend_from_slice(&buf[..take]);
+                n += take;
+            }
+            *room -= n;
+            Ok(n)
+        }
+
+        fn written(&self) -> Vec<u8> {
+            std::mem::take(&mut *self.written.lock().unwrap())
+        }
+    }
+
+    impl SocketWriter for Socket {
+        fn try_write_vectored(&self, bufs: &[IoSlice<'_>]) -> io::Result<usize> {
+            self.take(bufs)
+        }
+    }
+
+    /// The task's end of the same socket.
+    struct TaskIo(Arc<Socket>);
+
+    impl AsyncWrite for TaskIo {
+        fn poll_write(
+            self: Pin<&mut Self>,
+            _: &mut Context<'_>,
+            buf: &[u8],
+        ) -> Poll<io::Result<usize>> {
+            self.poll_write_vectored_inner(&[IoSlice::new(buf)])
+        }
+
+        fn poll_write_vectored(
+            self: Pin<&mut Self>,
+            _: &mut Context<'_>,
+            bufs: &[IoSlice<'_>],
+        ) -> Poll<io::Result<usize>> {
+            self.poll_write_vectored_inner(bufs)
+        }
+
+        fn poll_flush(self: Pin<&mut Self>, _: &mut Context<'_>) -> Poll<io::Result<()>> {
+            Poll::Ready(Ok(()))
+        }
+
+        fn poll_close(self: Pin<&mut Self>, _: &mut Context<'_>) -> Poll<io::Result<()>> {
+            Poll::Ready(Ok(()))
+        }
+    }
+
+    impl TaskIo {
+        fn poll_write_vectored_inner(&self, bufs: &[IoSlice<'_>]) -> Poll<io::Result<usize>> {
+            match self.0.take(bufs) {
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => Poll::Pending,
+                other => Poll::Ready(other),
+            }
+        }
+    }
+
+    fn serve(outbox: &Outbox, io: &mut TaskIo, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        outbox.poll_serve(cx, Pin::new(io))
+    }
+
     #[test]
-    fn one_wake_per_batch_frames_in_order_then_close() {
+    fn before_the_upgrade_the_task_writes_with_one_wake_per_batch_then_closes() {
         let outbox = Outbox::new(3);
+        let socket = Socket::with_room(usize::MAX);
+        let mut io = TaskIo(socket.clone());
         let (counter, waker) = CountingWaker::new();
         let mut cx = Context::from_waker(&waker);
-        let mut batch = VecDeque::new();
-        assert_eq!(outbox.poll_take(&mut cx, &mut batch), Poll::Pending);
-        outbox.push(text("a")).unwrap();
-        outbox.push(text("b")).unwrap();
-        outbox.push(text("c")).unwrap();
+        assert!(serve(&outbox, &mut io, &mut cx).is_pending());
+        assert_eq!(outbox.push(text("a")), Ok(Pushed::Queued));
+        assert_eq!(outbox.push(text("b")), Ok(Pushed::Queued));
+        assert_eq!(outbox.push(text("c")), Ok(Pushed::Queued));
         assert_eq!(outbox.push(text("d")), Err(Full));
         assert_eq!(counter.count(), 1);
+        assert!(serve(&outbox, &mut io, &mut cx).is_pending());
+        assert_eq!(socket.written(), b"\x81\x01a\x81\x01b\x81\x01c");
         assert_eq!(
-            outbox.poll_take(&mut cx, &mut batch),
-            Poll::Ready(Taken::Frames)
+            *socket.writes.lock().unwrap(),
+            1,
+            "one writev for the batch"
         );
-        assert_eq!(batch, [text("a"), text("b"), text("c")]);
-        batch.clear();
         outbox.push(text("e")).unwrap();
         drop(OutboxHandle(outbox.clone()));
-        outbox.push(text("dropped after close")).unwrap();
+        assert_eq!(outbox.push(text("dropped after close")), Ok(Pushed::Queued));
         // Queued frames are written before the close.
+        assert!(matches!(
+            serve(&outbox, &mut io, &mut cx),
+            Poll::Ready(Ok(()))
+        ));
+        assert_eq!(socket.written(), b"\x81\x01e");
+    }
+
+    #[test]
+    fn once_open_the_driver_writes_and_the_task_takes_over_when_the_socket_is_full() {
+        let outbox = Outbox::new(8);
+        let socket = Socket::with_room(usize::MAX);
+        let mut io = TaskIo(socket.clone());
+        let (counter, waker) = CountingWaker::new();
+        let mut cx = Context::from_waker(&waker);
+        // The open packet was queued before the 101: the task writes it, then hands over.
+        outbox.push(text("0")).unwrap();
+        outbox.open(Some(socket.clone()));
+        assert!(serve(&outbox, &mut io, &mut cx).is_pending());
+        assert_eq!(socket.written(), b"\x81\x010");
+        let wakes = counter.count();
+
+        // Two frames in one batch of the driver: one writev, no wake-up of the task.
+        assert_eq!(outbox.push(text("a")), Ok(Pushed::WriteLater));
         assert_eq!(
-            outbox.poll_take(&mut cx, &mut batch),
-            Poll::Ready(Taken::Frames)
+            outbox.push(Frame::Binary(Bytes::from_static(b"b"))),
+            Ok(Pushed::Queued)
         );
-        assert_eq!(batch, [text("e")]);
-        batch.clear();
-        assert_eq!(
-            outbox.poll_take(&mut cx, &mut batch),
-            Poll::Ready(Taken::Closed)
-        );
+        outbox.write_direct();
+        assert_eq!(socket.written(), b"\x81\x01a\x82\x01b");
+        assert_eq!(counter.count(), wakes);
+
+        // The socket takes three bytes of five: the task is woken and writes the rest.
+        *socket.room.lock().unwrap() = 3;
+        assert_eq!(outbox.push(text("cd")), Ok(Pushed::WriteLater));
+        outbox.write_direct();
+        assert_eq!(socket.written(), b"\x81\x02c");
+        assert_eq!(counter.count(), wakes + 1);
+        // While the task writes, the driver only queues.
+        assert_eq!(outbox.push(text("e")), Ok(Pushed::Queued));
+        assert!(serve(&outbox, &mut io, &mut cx).is_pending());
+        assert_eq!(socket.written(), b"");
+        *socket.room.lock().unwrap() = usize::MAX;
+        assert!(serve(&outbox, &mut io, &mut cx).is_pending());
+        assert_eq!(socket.written(), b"d\x81\x01e");
+        // Written out: the driver writes again.
+        assert_eq!(outbox.push(text("f")), Ok(Pushed::WriteLater));
+        outbox.write_direct();
+        assert_eq!(socket.written(), b"\x81\x01f");
+    }
+
+    #[test]
+    fn bytes_of_the_task_go_out_in_order_and_count_against_the_limit() {
+        let outbox = Outbox::new(2);
+        let socket = Socket::with_room(usize::MAX);
+        let mut io = TaskIo(socket.clone());
+        let (_counter, waker) = CountingWaker::new();
+        let mut cx = Context::from_waker(&waker);
+        outbox.open(Some(socket.clone()));
+        assert!(serve(&outbox, &mut io, &mut cx).is_pending());
+        // A frame planned for the driver, then a pong of tungstenite: the task writes both, in
+        // order, and the driver finds nothing left.
+        assert_eq!(outbox.push(text("a")), Ok(Pushed::WriteLater));
+        outbox.push_raw(b"\x8a\x00").unwrap();
+        assert_eq!(outbox.push_raw(b"\x8a\x00"), Err(Full));
+        assert!(matches!(
+            outbox.poll_flush(&mut cx, Pin::new(&mut io)),
+            Poll::Ready(Ok(()))
+        ));
+        outbox.write_direct();
+        assert_eq!(socket.written(), b"\x81\x01a\x8a\x00");
+        assert_eq!(*socket.writes.lock().unwrap(), 1);
+    }
+
+    #[test]
+    fn a_frame_header_has_the_length_of_its_payload() {
+        let long = "x".repeat(300);
+        let chunk = Chunk::frame(Frame::Text(ByteString::from(long)));
+        assert_eq!(chunk.head(), [0x81, 126, 1, 44]);
+        let huge = Chunk::frame(Frame::Binary(Bytes::from(vec![0; 70_000])));
+        assert_eq!(huge.head(), [0x82, 127, 0, 0, 0, 0, 0, 1, 0x11, 0x70]);
     }
 }

@@ -2093,7 +2093,7 @@ impl SocketIo {
     where
         I: hyper::rt::Read + hyper::rt::Write + Send + Unpin + 'static,
     {
-        crate::http::serve_connection(self.shared.clone(), io, remote).await
+        crate::http::serve_connection(self.shared.clone(), io, remote, None).await
     }
 
     /// Handles one request of any HTTP server (the entry point for mounting sio in a server of
@@ -2109,7 +2109,7 @@ impl SocketIo {
         B: http_body::Body<Data = bytes::Bytes> + Send + 'static,
         B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
     {
-        crate::http::handle(self.shared.clone(), request, remote).await
+        crate::http::handle(self.shared.clone(), request, remote, None).await
     }
 
     /// The path the server answers on (`/socket.io/` by default).

@@ -1,43 +1,48 @@
 //! One WebSocket after the 101: a single task reads frames into the driver and writes, in batches,
 //! what the driver queued in the connection's outbox.
 
-use std::collections::VecDeque;
+use std::io;
 use std::pin::Pin;
 use std::sync::Arc;
+use std::task::{Context, Poll};
 
 use async_tungstenite::WebSocketStream;
-use async_tungstenite::tungstenite::protocol::frame::Frame as WsFrame;
-use async_tungstenite::tungstenite::protocol::frame::coding::{CloseCode, Data, OpCode};
+use async_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
 use async_tungstenite::tungstenite::protocol::{CloseFrame, Role, WebSocketConfig};
 use async_tungstenite::tungstenite::{Error as WsError, Message as WsMessage, Utf8Bytes};
 use bytes::Bytes;
 use futures_io::{AsyncRead, AsyncWrite};
-use futures_lite::{StreamExt, future};
-use futures_sink::Sink;
-use hyper::upgrade::OnUpgrade;
+use futures_lite::{Stream, future};
+use hyper::upgrade::{OnUpgrade, Upgraded};
 use sio_core::engine::{Frame, RequestId};
 
+use crate::SocketWriter;
 use crate::driver::{App, Command, Shared};
 use crate::io::Compat;
-use crate::outbox::{Outbox, Taken};
+use crate::outbox::Outbox;
 
-/// Frames written before a flush; also about the most the write buffer keeps between batches.
-const WRITE_BATCH_BYTES: usize = 8 * 1024;
+/// What tungstenite writes at once before it flushes (pongs and close frames only: data frames
+/// go through the outbox).
+const WRITE_BUFFER_BYTES: usize = 1024;
 
 /// What woke the task.
 enum Wake {
     Read(Option<Result<WsMessage, WsError>>),
-    Write(Taken),
+    /// The outbox is closed and written out, or a write failed.
+    Write(io::Result<()>),
 }
 
 /// Serves the WebSocket of request `id` once hyper hands it over; the driver queues its frames in
-/// `outbox` (the open packet may be waiting already).
+/// `outbox` (the open packet may be waiting already), and writes them itself to `writer` when the
+/// listener lent the socket.
 pub(crate) async fn run<A: App>(
     shared: Arc<Shared<A>>,
     id: RequestId,
     on_upgrade: OnUpgrade,
     outbox: Arc<Outbox>,
+    writer: Option<Arc<dyn SocketWriter>>,
 ) {
+    let _detach = Detach(outbox.clone());
     let Ok(upgraded) = on_upgrade.await else {
         shared.send_now(Command::Closed { id });
         return;
@@ -45,33 +50,35 @@ pub(crate) async fn run<A: App>(
     let limits = &shared.limits;
     let mut config = WebSocketConfig::default();
     config.read_buffer_size = limits.ws_read_buffer;
-    config.write_buffer_size = WRITE_BATCH_BYTES;
+    config.write_buffer_size = WRITE_BUFFER_BYTES;
     config.max_write_buffer_size = shared.max_message_size.saturating_mul(2).max(1 << 16);
     config.max_message_size = Some(shared.max_message_size);
     config.max_frame_size = Some(shared.max_message_size);
-    let mut stream =
-        WebSocketStream::from_raw_socket(Compat::new(upgraded), Role::Server, Some(config)).await;
-    let mut batch = VecDeque::new();
+    let duplex = Duplex {
+        io: Compat::new(upgraded),
+        outbox: outbox.clone(),
+    };
+    let mut stream = WebSocketStream::from_raw_socket(duplex, Role::Server, Some(config)).await;
+    // The 101 is written: from now on the driver may write to the socket itself.
+    outbox.open(writer);
     loop {
-        let wake = future::or(
-            async { Wake::Write(future::poll_fn(|cx| outbox.poll_take(cx, &mut batch)).await) },
-            async { Wake::Read(stream.next().await) },
-        )
+        let wake = future::poll_fn(|cx| {
+            let duplex = stream.get_mut();
+            if let Poll::Ready(done) = outbox.poll_serve(cx, Pin::new(&mut duplex.io)) {
+                return Poll::Ready(Wake::Write(done));
+            }
+            Pin::new(&mut stream).poll_next(cx).map(Wake::Read)
+        })
         .await;
         match wake {
-            Wake::Write(Taken::Frames) => {
-                let written = write_batch(&mut stream, &mut batch).await;
-                // Give the buffer back: an idle connection keeps no queue memory.
-                batch = VecDeque::new();
-                if written.is_err() {
-                    shared.send_now(Command::WsError {
-                        id,
-                        description: "websocket write error",
-                    });
-                    return;
-                }
+            Wake::Write(Err(_)) => {
+                shared.send_now(Command::WsError {
+                    id,
+                    description: "websocket write error",
+                });
+                return;
             }
-            Wake::Write(Taken::Closed) => {
+            Wake::Write(Ok(())) => {
                 let _ = stream.close(None).await;
                 return;
             }
@@ -125,26 +132,52 @@ pub(crate) async fn run<A: App>(
     }
 }
 
-/// Writes every frame of `batch`, then flushes once: one write call for a batch of small frames.
-async fn write_batch<S>(
-    stream: &mut WebSocketStream<S>,
-    batch: &mut VecDeque<Frame>,
-) -> Result<(), WsError>
-where
-    S: AsyncRead + AsyncWrite + Unpin,
-{
-    while let Some(frame) = batch.pop_front() {
-        future::poll_fn(|cx| Pin::new(&mut *stream).poll_ready(cx)).await?;
-        // The core's text is valid UTF-8 already: a raw frame skips tungstenite's check.
-        let message = match frame {
-            Frame::Text(text) => WsMessage::Frame(WsFrame::message(
-                text.into_bytes(),
-                OpCode::Data(Data::Text),
-                true,
-            )),
-            Frame::Binary(data) => WsMessage::Binary(data),
-        };
-        Pin::new(&mut *stream).start_send(message)?;
+/// The task is gone: the outbox lets the socket go and queues nothing more.
+struct Detach(Arc<Outbox>);
+
+impl Drop for Detach {
+    fn drop(&mut self) {
+        self.0.detach();
     }
-    future::poll_fn(|cx| Pin::new(&mut *stream).poll_flush(cx)).await
+}
+
+/// The upgraded connection as tungstenite sees it: it reads from the connection, and what it
+/// writes (pongs, close frames) joins the outbox, so that it never cuts into a frame the driver
+/// is writing.
+struct Duplex {
+    io: Compat<Upgraded>,
+    outbox: Arc<Outbox>,
+}
+
+impl AsyncRead for Duplex {
+    fn poll_read(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut [u8],
+    ) -> Poll<io::Result<usize>> {
+        Pin::new(&mut self.io).poll_read(cx, buf)
+    }
+}
+
+impl AsyncWrite for Duplex {
+    fn poll_write(
+        self: Pin<&mut Self>,
+        _: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        match self.outbox.push_raw(buf) {
+            Ok(()) => Poll::Ready(Ok(buf.len())),
+            Err(_) => Poll::Ready(Err(io::Error::other("send queue full"))),
+        }
+    }
+
+    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        let this = self.get_mut();
+        this.outbox.poll_flush(cx, Pin::new(&mut this.io))
+    }
+
+    fn poll_close(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        std::task::ready!(self.as_mut().poll_flush(cx))?;
+        Pin::new(&mut self.io).poll_close(cx)
+    }
 }

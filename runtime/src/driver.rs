@@ -142,6 +142,12 @@ pub struct Limits {
     /// Frames waiting to be written to one WebSocket; a client that reads slower than this is
     /// disconnected with `transport error`. The queue takes memory only while frames wait.
     pub ws_queue: usize,
+    /// WebSockets the driver writes to itself after each batch of inputs, without waking their
+    /// tasks; the tasks of the others write. Writing on the driver costs the least CPU, and it
+    /// is what a single-threaded runtime wants. On a runtime with several worker threads, a lower
+    /// bound spreads the system calls of a large broadcast over the workers, at the cost of a
+    /// task wake-up per socket past the bound.
+    pub driver_writes: usize,
     /// Read buffer of a WebSocket, kept small because every connection holds one; it is also the
     /// most read in one call, so raise it when clients send large messages.
     pub ws_read_buffer: usize,
@@ -156,6 +162,7 @@ impl Default for Limits {
         Limits {
             driver_queue: 4096,
             ws_queue: 1024,
+            driver_writes: usize::MAX,
             ws_read_buffer: 1024,
             max_header_size: 16 * 1024,
             header_read_timeout: std::time::Duration::from_secs(30),
@@ -270,6 +277,7 @@ pub(crate) fn spawn<A: App>(runtime: Arc<dyn Runtime>, app: A, limits: Limits) -
         commands: rx,
         slots: FxHashMap::default(),
         ws_queue: limits.ws_queue,
+        driver_writes: limits.driver_writes,
         write_later: Vec::new(),
     };
     runtime.spawn(Box::pin(driver.run()));
@@ -284,6 +292,8 @@ struct Driver<A: App> {
     slots: FxHashMap<RequestId, Slot>,
     /// The bound of each WebSocket's outbox.
     ws_queue: usize,
+    /// See `Limits::driver_writes`.
+    driver_writes: usize,
     /// Outboxes the driver writes to their sockets once the current batch of inputs is handled:
     /// several frames for one connection then go out in one `writev`.
     write_later: Vec<Arc<Outbox>>,
@@ -295,8 +305,13 @@ impl<A: App> Driver<A> {
         let mut armed: Option<Instant> = None;
         loop {
             self.drain();
-            for outbox in self.write_later.drain(..) {
-                outbox.write_direct();
+            let budget = self.driver_writes;
+            for (n, outbox) in self.write_later.drain(..).enumerate() {
+                if n < budget {
+                    outbox.write_direct();
+                } else {
+                    outbox.hand_over();
+                }
             }
             if self.write_later.capacity() > 1024 {
                 // A broadcast to many sockets should not leave its list behind.

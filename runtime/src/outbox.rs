@@ -31,7 +31,8 @@ pub(crate) struct Full;
 pub(crate) enum Pushed {
     /// Nothing: the frame waits for a write already planned, or was dropped after the close.
     Queued,
-    /// Call [`Outbox::write_direct`] once the batch of inputs is done.
+    /// Call [`Outbox::write_direct`] (or [`Outbox::hand_over`]) once the batch of inputs is
+    /// done.
     WriteLater,
 }
 
@@ -238,6 +239,17 @@ impl Outbox {
                 inner.wake();
                 return;
             }
+        }
+    }
+
+    /// Leaves the writing of what is queued to the task (the driver, instead of
+    /// [`Outbox::write_direct`]).
+    pub fn hand_over(&self) {
+        let mut inner = self.lock();
+        inner.planned = false;
+        if !inner.task_writes() && !inner.chunks.is_empty() {
+            inner.task_writes = true;
+            inner.wake();
         }
     }
 
@@ -505,6 +517,25 @@ mod tests {
         assert_eq!(outbox.push(text("f")), Ok(Pushed::WriteLater));
         outbox.write_direct();
         assert_eq!(socket.written(), b"\x81\x01f");
+    }
+
+    #[test]
+    fn a_frame_handed_over_is_written_by_the_task() {
+        let outbox = Outbox::new(8);
+        let socket = Socket::with_room(usize::MAX);
+        let mut io = TaskIo(socket.clone());
+        let (counter, waker) = CountingWaker::new();
+        let mut cx = Context::from_waker(&waker);
+        outbox.open(Some(socket.clone()));
+        assert!(serve(&outbox, &mut io, &mut cx).is_pending());
+        assert_eq!(outbox.push(text("a")), Ok(Pushed::WriteLater));
+        outbox.hand_over();
+        assert_eq!(counter.count(), 1);
+        assert_eq!(socket.written(), b"");
+        assert!(serve(&outbox, &mut io, &mut cx).is_pending());
+        assert_eq!(socket.written(), b"\x81\x01a");
+        // Written out: the next frame is the driver's again.
+        assert_eq!(outbox.push(text("b")), Ok(Pushed::WriteLater));
     }
 
     #[test]

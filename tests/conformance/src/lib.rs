@@ -109,16 +109,47 @@ pub fn start_tokio() -> SocketAddr {
             .enable_all()
             .build()
             .expect("a tokio runtime");
-        runtime.block_on(async move {
-            let io = sio_tokio::SocketIo::with_limits(config(), limits());
-            app(&io);
-            let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
-                .await
-                .expect("bind");
-            let _ = tx.send(listener.local_addr().expect("address"));
-            let _ = io.serve(listener).await;
-        });
+        runtime.block_on(serve_tokio(limits(), tx));
     })
+}
+
+/// The application on tokio with two worker threads: the driver and the connections' tasks write
+/// to the same sockets from different threads.
+pub fn start_tokio_multi_thread() -> SocketAddr {
+    spawn_server(|tx| {
+        let runtime = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(2)
+            .enable_all()
+            .build()
+            .expect("a tokio runtime");
+        runtime.block_on(serve_tokio(limits(), tx));
+    })
+}
+
+/// The application on tokio, with every WebSocket frame written by its connection's task rather
+/// than by the driver.
+pub fn start_tokio_task_writes() -> SocketAddr {
+    spawn_server(|tx| {
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .expect("a tokio runtime");
+        let limits = Limits {
+            driver_writes: 0,
+            ..limits()
+        };
+        runtime.block_on(serve_tokio(limits, tx));
+    })
+}
+
+async fn serve_tokio(limits: Limits, tx: mpsc::Sender<SocketAddr>) {
+    let io = sio_tokio::SocketIo::with_limits(config(), limits);
+    app(&io);
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
+    let _ = tx.send(listener.local_addr().expect("address"));
+    let _ = io.serve(listener).await;
 }
 
 /// The application on smol.

@@ -1,4 +1,5 @@
-//! The conformance suite, written once and run on tokio, smol and async-std.
+//! The conformance suite, written once and run on tokio (frames written by the driver, and by the
+//! connections' tasks), smol and async-std.
 
 use std::io::{Read, Write};
 use std::thread;
@@ -35,9 +36,29 @@ macro_rules! suite {
 
 suite! {
     tokio => sio_conformance::start_tokio,
+    tokio_task_writes => sio_conformance::start_tokio_task_writes,
     smol => sio_conformance::start_smol,
     smol_own_executor => sio_conformance::start_smol_own_executor,
     async_std => sio_conformance::start_async_std,
+}
+
+/// On a runtime with several threads, the driver and a connection's task write to the same socket
+/// from different threads: bursts larger than the socket's buffer arrive whole and in order.
+#[test]
+fn bursts_on_a_multi_threaded_runtime_arrive_whole_and_in_order() {
+    let addr = sio_conformance::start_tokio_multi_thread();
+    let (mut ws, _) = Ws::open(addr);
+    ws.connect_nsp("/", "");
+    assert_eq!(ws.recv_packet(), "42[\"auth\",{}]");
+    for _ in 0..5 {
+        ws.send("42[\"flood\",100,16384]");
+    }
+    let expected = format!("42[\"flood\",\"{}\"]", "x".repeat(16384));
+    for i in 0..500 {
+        assert_eq!(ws.recv_packet(), expected, "message {i}");
+    }
+    ws.send("42[\"message\",\"after\"]");
+    assert_eq!(ws.recv_packet(), "42[\"message-back\",\"after\"]");
 }
 
 fn polling_handshake_and_refusals(start: Start) {

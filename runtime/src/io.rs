@@ -39,28 +39,33 @@ impl<T: futures_io::AsyncRead> hyper::rt::Read for Compat<T> {
 
 /// Fills hyper's buffer with one `read` into an initialised slice (for a runtime crate's hyper
 /// I/O). hyper's buffer may be uninitialised and readers want an initialised slice; without
-/// `unsafe`, read into a zeroed stack buffer and copy. Its size follows the request, so that a
-/// small WebSocket read does not pay for zeroing 8 KiB.
+/// `unsafe`, read into a scratch buffer and copy. The scratch buffer is the thread's, zeroed once:
+/// zeroing 8 KiB for every read was a quarter of the user-space instructions of a connection.
 pub fn read_into(
-    buf: hyper::rt::ReadBufCursor<'_>,
-    read: impl FnOnce(&mut [u8]) -> Poll<io::Result<usize>>,
-) -> Poll<io::Result<()>> {
-    match buf.remaining() {
-        0..=1024 => read_through::<1024>(buf, read),
-        1025..=4096 => read_through::<4096>(buf, read),
-        _ => read_through::<8192>(buf, read),
-    }
-}
-
-fn read_through<const N: usize>(
     mut buf: hyper::rt::ReadBufCursor<'_>,
     read: impl FnOnce(&mut [u8]) -> Poll<io::Result<usize>>,
 ) -> Poll<io::Result<()>> {
-    let mut scratch = [0u8; N];
-    let len = buf.remaining().min(N);
-    let n = std::task::ready!(read(&mut scratch[..len]))?;
-    buf.put_slice(&scratch[..n]);
-    Poll::Ready(Ok(()))
+    const SCRATCH: usize = 8192;
+    thread_local! {
+        static BUFFER: std::cell::RefCell<Vec<u8>> = const { std::cell::RefCell::new(Vec::new()) };
+    }
+    BUFFER.with(|buffer| {
+        // `read` never reaches this function again, but a reader that did would get a buffer of
+        // its own rather than a panic.
+        let mut own = Vec::new();
+        let mut borrowed = buffer.try_borrow_mut();
+        let scratch = match borrowed.as_deref_mut() {
+            Ok(scratch) => scratch,
+            Err(_) => &mut own,
+        };
+        if scratch.is_empty() {
+            scratch.resize(SCRATCH, 0);
+        }
+        let len = buf.remaining().min(SCRATCH);
+        let n = std::task::ready!(read(&mut scratch[..len]))?;
+        buf.put_slice(&scratch[..n.min(len)]);
+        Poll::Ready(Ok(()))
+    })
 }
 
 impl<T: futures_io::AsyncWrite> hyper::rt::Write for Compat<T> {

@@ -105,6 +105,7 @@ impl Chunk {
     }
 }
 
+#[derive(Default)]
 struct Inner {
     chunks: VecDeque<Chunk>,
     /// The driver queues nothing more; the task writes what is queued, then closes.
@@ -175,14 +176,7 @@ impl Outbox {
     /// An empty outbox holding at most `limit` frames.
     pub fn new(limit: usize) -> Arc<Outbox> {
         Arc::new(Outbox {
-            inner: Mutex::new(Inner {
-                chunks: VecDeque::new(),
-                closed: false,
-                writer: None,
-                task_writes: false,
-                planned: false,
-                waker: None,
-            }),
+            inner: Mutex::new(Inner::default()),
             limit: limit.max(1),
         })
     }
@@ -271,12 +265,10 @@ impl Outbox {
 
     /// The task is gone: nothing more is queued or written, and the socket is let go.
     pub fn detach(&self) {
-        let mut inner = self.lock();
-        inner.closed = true;
-        inner.task_writes = true;
-        inner.writer = None;
-        inner.chunks = VecDeque::new();
-        inner.waker = None;
+        *self.lock() = Inner {
+            closed: true,
+            ..Inner::default()
+        };
     }
 
     /// Queues bytes the task writes itself (tungstenite's frames). They count against the

@@ -104,40 +104,31 @@ fn spawn_server(serve: impl FnOnce(mpsc::Sender<SocketAddr>) + Send + 'static) -
 
 /// The application on tokio.
 pub fn start_tokio() -> SocketAddr {
-    spawn_server(|tx| {
-        let runtime = tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .build()
-            .expect("a tokio runtime");
-        runtime.block_on(serve_tokio(limits(), tx));
-    })
+    start_tokio_on(tokio::runtime::Builder::new_current_thread(), limits())
 }
 
 /// The application on tokio with two worker threads: the driver and the connections' tasks write
 /// to the same sockets from different threads.
 pub fn start_tokio_multi_thread() -> SocketAddr {
-    spawn_server(|tx| {
-        let runtime = tokio::runtime::Builder::new_multi_thread()
-            .worker_threads(2)
-            .enable_all()
-            .build()
-            .expect("a tokio runtime");
-        runtime.block_on(serve_tokio(limits(), tx));
-    })
+    let mut builder = tokio::runtime::Builder::new_multi_thread();
+    builder.worker_threads(2);
+    start_tokio_on(builder, limits())
 }
 
 /// The application on tokio, with every WebSocket frame written by its connection's task rather
 /// than by the driver.
 pub fn start_tokio_task_writes() -> SocketAddr {
-    spawn_server(|tx| {
-        let runtime = tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .build()
-            .expect("a tokio runtime");
-        let limits = Limits {
-            driver_writes: 0,
-            ..limits()
-        };
+    let limits = Limits {
+        driver_writes: 0,
+        ..limits()
+    };
+    start_tokio_on(tokio::runtime::Builder::new_current_thread(), limits)
+}
+
+/// The application with `limits`, on a tokio runtime built by `builder`.
+fn start_tokio_on(mut builder: tokio::runtime::Builder, limits: Limits) -> SocketAddr {
+    spawn_server(move |tx| {
+        let runtime = builder.enable_all().build().expect("a tokio runtime");
         runtime.block_on(serve_tokio(limits, tx));
     })
 }

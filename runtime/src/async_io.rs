@@ -56,7 +56,7 @@ impl Listener for AsyncIoListener {
     type Io = AsyncIoStream;
 
     async fn accept(&mut self) -> io::Result<(AsyncIoStream, SocketAddr)> {
-        let (stream, peer) = self.0.accept().await?;
+        let (stream, peer) = self.0.read_with(accept_nonblocking).await?;
         // Socket.IO packets are small and latency matters; the glue batches its own writes.
         let _ = stream.get_ref().set_nodelay(true);
         Ok((
@@ -71,6 +71,31 @@ impl Listener for AsyncIoListener {
     fn writer(io: &AsyncIoStream) -> Option<Arc<dyn SocketWriter>> {
         Some(io.io.clone())
     }
+}
+
+/// Accepts a connection already in non-blocking mode and registers it with the reactor.
+///
+/// async-io's own `accept` sets the mode with a second system call (`ioctl`) for every connection;
+/// `accept4` with `SOCK_NONBLOCK` does both in one.
+#[cfg(any(target_os = "linux", target_os = "android"))]
+fn accept_nonblocking(listener: &TcpListener) -> io::Result<(Async<TcpStream>, SocketAddr)> {
+    use rustix::net::SocketFlags;
+    let (fd, peer) =
+        rustix::net::acceptfrom_with(listener, SocketFlags::NONBLOCK | SocketFlags::CLOEXEC)?;
+    let stream = Async::new_nonblocking(TcpStream::from(fd))?;
+    let peer = match peer.map(SocketAddr::try_from) {
+        Some(Ok(peer)) => peer,
+        // A TCP listener's peer is always an IP address; ask the socket if the kernel said nothing.
+        _ => stream.get_ref().peer_addr()?,
+    };
+    Ok((stream, peer))
+}
+
+/// Accepts a connection and registers it with the reactor.
+#[cfg(not(any(target_os = "linux", target_os = "android")))]
+fn accept_nonblocking(listener: &TcpListener) -> io::Result<(Async<TcpStream>, SocketAddr)> {
+    let (stream, peer) = listener.accept()?;
+    Ok((Async::new(stream)?, peer))
 }
 
 impl SocketWriter for Async<TcpStream> {

@@ -51,6 +51,11 @@ pub fn app(io: &sio_runtime::SocketIo) {
         socket.on("message-with-ack", |socket, args: Payload| {
             let _ = socket.ack(&args);
         });
+        // The peer's IP address as the listener reported it (`handshake.address`).
+        socket.on("address", |socket, _: Payload| {
+            let address = socket.handshake().map(|h| h.address.clone());
+            let _ = socket.ack(&address);
+        });
         socket.on("join", |socket, room: String| {
             socket.join(&room);
             let _ = socket.ack(&());

@@ -136,6 +136,8 @@ fn websocket_connect_auth_events_and_acks(start: Start) {
     );
     ws.send("4217[\"message-with-ack\",\"x\",{\"y\":null}]");
     assert_eq!(ws.recv_packet(), "4317[\"x\",{\"y\":null}]");
+    ws.send("4218[\"address\"]");
+    assert_eq!(ws.recv_packet(), "4318[\"127.0.0.1\"]");
 }
 
 fn binary_over_websocket(start: Start) {

@@ -1255,13 +1255,13 @@ impl<'a> SocketRef<'a> {
     /// replaces the first.
     pub fn on<T, F>(&mut self, event: &str, handler: F)
     where
-        T: DeserializeOwned,
+        T: DeserializeOwned + 'static,
         F: Fn(&mut SocketRef<'_>, T) + Send + Sync + 'static,
     {
         let name = event.to_owned();
         let wrapped: SyncHandler =
             Arc::new(
-                move |socket, payload: Payload| match payload.to_args::<T>() {
+                move |socket, payload: Payload| match payload.into_args::<T>() {
                     Ok(args) => handler(socket, args),
                     Err(error) => {
                         let error = SocketError::Args {
@@ -1288,7 +1288,7 @@ impl<'a> SocketRef<'a> {
     {
         let wrapped: AsyncHandler =
             Arc::new(
-                move |socket, payload: Payload, ack| match payload.to_args::<T>() {
+                move |socket, payload: Payload, ack| match payload.into_args::<T>() {
                     Ok(args) => Box::pin(handler(socket, args, ack)),
                     Err(_) => Box::pin(async {}),
                 },

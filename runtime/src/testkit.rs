@@ -483,7 +483,7 @@ impl TestKit {
                     .and_then(|d| d.get("pid"))
                     .and_then(Value::as_str)
                 {
-                    client.pids.insert(packet.nsp.clone(), pid.to_owned());
+                    client.pids.insert(packet.nsp.to_string(), pid.to_owned());
                 }
                 let sid = packet
                     .data
@@ -492,15 +492,15 @@ impl TestKit {
                     .and_then(Value::as_str)
                     .unwrap_or_default()
                     .to_owned();
-                client.sids.insert(packet.nsp, sid);
+                client.sids.insert(packet.nsp.into_owned(), sid);
             }
             PacketType::ConnectError => {
                 client
                     .refusals
-                    .insert(packet.nsp, packet.data.unwrap_or(Value::Null));
+                    .insert(packet.nsp.into_owned(), packet.data.unwrap_or(Value::Null));
             }
             PacketType::Disconnect => {
-                client.sids.remove(&packet.nsp);
+                client.sids.remove(&*packet.nsp);
             }
             PacketType::Event => {
                 let mut args = payload(packet.data, packet.attachments);
@@ -512,7 +512,7 @@ impl TestKit {
                     other => other.to_string(),
                 };
                 client.received.push(Received {
-                    nsp: packet.nsp,
+                    nsp: packet.nsp.into_owned(),
                     event,
                     args,
                     ack: packet.id,

@@ -518,7 +518,7 @@ impl Server {
         let (name, auth) = client.asking.remove(i);
         let packet = Packet {
             kind: PacketType::Connect,
-            nsp: name,
+            nsp: name.into(),
             id: None,
             data: auth,
             attachments: Vec::new(),
@@ -1255,11 +1255,11 @@ impl Server {
                 .clone()
                 .unwrap_or_else(|| Value::Object(Map::new()));
             if let Some(client) = self.clients.get_mut(&session) {
-                client.asking.push((packet.nsp.clone(), packet.data));
+                client.asking.push((packet.nsp.to_string(), packet.data));
             }
             self.push(Event::NamespaceRequest {
                 session,
-                name: packet.nsp,
+                name: packet.nsp.into_owned(),
                 auth,
             });
             return;

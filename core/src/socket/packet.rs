@@ -1,6 +1,8 @@
 //! Socket.IO protocol v5 packets: `<type>[<attachments>-][<nsp>,][<ack id>][<JSON>]`, and the
 //! decoder that reassembles a binary packet from its text header and its attachments.
 
+use std::borrow::Cow;
+
 use std::fmt::Write as _;
 
 use bytes::Bytes;
@@ -44,7 +46,7 @@ pub struct Packet {
     /// The type: never `BinaryEvent` or `BinaryAck` once decoded.
     pub kind: PacketType,
     /// The namespace, `/` when absent.
-    pub nsp: String,
+    pub nsp: Cow<'static, str>,
     /// The ack id.
     pub id: Option<u64>,
     /// The JSON data, when present.
@@ -226,7 +228,12 @@ fn decode_header(s: &str, max_attachments: usize) -> Result<(Packet, usize), Par
     Ok((
         Packet {
             kind,
-            nsp: nsp.to_owned(),
+            // The main namespace is nearly every packet's: no allocation for it.
+            nsp: if nsp == "/" {
+                Cow::Borrowed("/")
+            } else {
+                Cow::Owned(nsp.to_owned())
+            },
             id,
             data,
             attachments: Vec::new(),
@@ -382,7 +389,7 @@ mod tests {
     fn packet(kind: PacketType, nsp: &str, id: Option<u64>, data: Option<Value>) -> Packet {
         Packet {
             kind,
-            nsp: nsp.into(),
+            nsp: nsp.to_owned().into(),
             id,
             data,
             attachments: vec![],

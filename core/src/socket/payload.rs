@@ -61,6 +61,18 @@ impl Payload {
         T::deserialize(ArgsDeserializer { payload: self })
     }
 
+    /// Turns the arguments into `T` like [`Payload::to_args`], but when `T` is `Payload` itself
+    /// the payload is handed over as it is, without copying its values.
+    pub fn into_args<T: de::DeserializeOwned + 'static>(self) -> Result<T, PayloadError> {
+        let mut slot = Some(self);
+        if let Some(same) = (&mut slot as &mut dyn std::any::Any).downcast_mut::<Option<T>>()
+            && let Some(args) = same.take()
+        {
+            return Ok(args);
+        }
+        slot.unwrap_or_default().to_args()
+    }
+
     /// The placeholder object for attachment `num`.
     pub fn placeholder(num: usize) -> Value {
         let mut map = Map::new();
@@ -1073,5 +1085,17 @@ mod payload_as_serde_tests {
         assert_eq!(read, original);
         let again = Payload::from_args(&read).unwrap();
         assert_eq!(again, original);
+    }
+
+    #[test]
+    fn into_args_hands_a_payload_over_and_reads_other_types() {
+        let original = Payload::from_args(&("a", Bytes::from_static(&[1]))).unwrap();
+        let same: Payload = original.clone().into_args().unwrap();
+        assert_eq!(same, original);
+        let (text, data): (String, Bytes) = original.clone().into_args().unwrap();
+        assert_eq!((text.as_str(), &data[..]), ("a", &[1][..]));
+        let first: Value = original.into_args().unwrap();
+        assert_eq!(first, json!("a"));
+        assert!(Payload::default().into_args::<(String,)>().is_err());
     }
 }

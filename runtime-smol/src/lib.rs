@@ -6,6 +6,10 @@
 //! would drive the reactor and hand every event over to the executor's thread, which costs a
 //! thread wake-up per event.
 //!
+//! async-io also runs a helper thread that takes the reactor over whenever the executor's threads
+//! have not polled it for a while, which happens when they are busy. On a server limited to one
+//! core that thread preempts the executor (async-io issue #40); `bench/README.md` measures it.
+//!
 //! ```no_run
 //! use sio_smol::{Payload, ServerConfig, SocketIo};
 //!

@@ -155,6 +155,11 @@ pub struct Limits {
     pub max_header_size: usize,
     /// Time a client has to send a request head.
     pub header_read_timeout: std::time::Duration,
+    /// Time a WebSocket has, once the server closed it, to take the frames still queued and the
+    /// close frame; then the connection is dropped with whatever is left (the `closeTimeout` of
+    /// the reference's `ws` library). Without it, a client that stops reading would hold its
+    /// connection and its queue for as long as it keeps the TCP connection open.
+    pub ws_close_timeout: std::time::Duration,
 }
 
 impl Default for Limits {
@@ -166,6 +171,7 @@ impl Default for Limits {
             ws_read_buffer: 1024,
             max_header_size: 16 * 1024,
             header_read_timeout: std::time::Duration::from_secs(30),
+            ws_close_timeout: std::time::Duration::from_secs(30),
         }
     }
 }

@@ -296,13 +296,17 @@ impl Outbox {
     }
 
     /// The task's side: writes what it has to, then waits for more. Ready with `Ok` once the
-    /// outbox is closed and everything is written, with the error of a failed write.
+    /// outbox is closed and everything is written, with the error of a failed write. `closed`
+    /// tells whether the driver closed the outbox, so that the task can bound how long it waits
+    /// for a socket that takes nothing.
     pub fn poll_serve<W: AsyncWrite + ?Sized>(
         &self,
         cx: &mut Context<'_>,
         io: Pin<&mut W>,
+        closed: &mut bool,
     ) -> Poll<io::Result<()>> {
         let mut inner = self.lock();
+        *closed = inner.closed;
         std::task::ready!(flush(&mut inner, cx, io))?;
         if inner.closed && inner.chunks.is_empty() {
             return Poll::Ready(Ok(()));
@@ -434,7 +438,7 @@ mod tests {
     }
 
     fn serve(outbox: &Outbox, io: &mut TaskIo, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        outbox.poll_serve(cx, Pin::new(io))
+        outbox.poll_serve(cx, Pin::new(io), &mut false)
     }
 
     #[test]

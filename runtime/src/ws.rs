@@ -16,10 +16,10 @@ use futures_lite::{Stream, future};
 use hyper::upgrade::{OnUpgrade, Upgraded};
 use sio_core::engine::{Frame, RequestId};
 
-use crate::SocketWriter;
 use crate::driver::{App, Command, Shared};
 use crate::io::Compat;
 use crate::outbox::Outbox;
+use crate::{SocketWriter, Timer};
 
 /// What tungstenite writes at once before it flushes (pongs and close frames only: data frames
 /// go through the outbox).
@@ -30,6 +30,37 @@ enum Wake {
     Read(Option<Result<WsMessage, WsError>>),
     /// The outbox is closed and written out, or a write failed.
     Write(io::Result<()>),
+    /// The outbox is closed and the socket took nothing for `Limits::ws_close_timeout`.
+    CloseTimeout,
+}
+
+/// The deadline of a closing WebSocket: how long it may take to write what is left, counted from
+/// when the task first sees the close. Set on first use, so that an open connection holds only
+/// the empty slot.
+#[derive(Default)]
+struct CloseDeadline(Option<Pin<Box<dyn Timer>>>);
+
+impl CloseDeadline {
+    /// Ready once the deadline has passed; the first call sets it.
+    fn poll<A: App>(&mut self, shared: &Shared<A>, cx: &mut Context<'_>) -> Poll<()> {
+        let runtime = &shared.runtime;
+        let after = shared.limits.ws_close_timeout;
+        self.0
+            .get_or_insert_with(|| runtime.new_timer(runtime.now() + after))
+            .as_mut()
+            .poll(cx)
+    }
+}
+
+/// Sends the close frame (`frame`, or a normal close) and flushes, until the deadline.
+async fn close<A: App>(
+    shared: &Shared<A>,
+    stream: &mut WebSocketStream<Duplex>,
+    frame: Option<CloseFrame>,
+    deadline: &mut CloseDeadline,
+) {
+    let closing = async { drop(stream.close(frame).await) };
+    future::or(closing, future::poll_fn(|cx| deadline.poll(shared, cx))).await
 }
 
 /// Serves the WebSocket of request `id` once hyper hands it over; the driver queues its frames in
@@ -61,16 +92,24 @@ pub(crate) async fn run<A: App>(
     let mut stream = WebSocketStream::from_raw_socket(duplex, Role::Server, Some(config)).await;
     // The 101 is written: from now on the driver may write to the socket itself.
     outbox.open(writer);
+    let mut closing = CloseDeadline::default();
     loop {
         let wake = future::poll_fn(|cx| {
             let duplex = stream.get_mut();
-            if let Poll::Ready(done) = outbox.poll_serve(cx, Pin::new(&mut duplex.io)) {
+            let mut closed = false;
+            if let Poll::Ready(done) = outbox.poll_serve(cx, Pin::new(&mut duplex.io), &mut closed)
+            {
                 return Poll::Ready(Wake::Write(done));
+            }
+            if closed && closing.poll(&shared, cx).is_ready() {
+                return Poll::Ready(Wake::CloseTimeout);
             }
             Pin::new(&mut stream).poll_next(cx).map(Wake::Read)
         })
         .await;
         match wake {
+            // The client took nothing for the whole close timeout: drop the connection.
+            Wake::CloseTimeout => return,
             Wake::Write(Err(_)) => {
                 shared.send_now(Command::WsError {
                     id,
@@ -79,7 +118,9 @@ pub(crate) async fn run<A: App>(
                 return;
             }
             Wake::Write(Ok(())) => {
-                let _ = stream.close(None).await;
+                // Boxed: a close runs once, and the task's state stays small while the
+                // connection is open.
+                Box::pin(close(&shared, &mut stream, None, &mut closing)).await;
                 return;
             }
             Wake::Read(Some(Ok(message))) => {
@@ -121,7 +162,7 @@ pub(crate) async fn run<A: App>(
                     code,
                     reason: Utf8Bytes::default(),
                 };
-                let _ = stream.close(Some(frame)).await;
+                Box::pin(close(&shared, &mut stream, Some(frame), &mut closing)).await;
                 return;
             }
             Wake::Read(None) => {

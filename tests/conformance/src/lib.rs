@@ -29,10 +29,14 @@ pub fn config() -> ServerConfig {
 /// The time a client has to send a request head: short, so that the suite can see it expire.
 pub const HEADER_READ_TIMEOUT: Duration = Duration::from_millis(500);
 
+/// The suite's WebSocket close timeout, short enough for a test to outwait.
+pub const WS_CLOSE_TIMEOUT: Duration = Duration::from_secs(1);
+
 /// The glue's limits for the suite.
 pub fn limits() -> Limits {
     Limits {
         header_read_timeout: HEADER_READ_TIMEOUT,
+        ws_close_timeout: WS_CLOSE_TIMEOUT,
         ..Limits::default()
     }
 }
@@ -355,6 +359,28 @@ impl Ws {
                         && e.kind() != std::io::ErrorKind::TimedOut;
                 }
                 Err(_) => return true,
+            }
+        }
+    }
+
+    /// Reads until the stream ends; returns how many data frames came before, and whether the end
+    /// was a close frame.
+    pub fn read_to_end(&mut self) -> (usize, bool) {
+        let mut frames = 0;
+        loop {
+            match self.socket.read() {
+                Ok(Message::Close(_)) => return (frames, true),
+                Ok(Message::Text(_) | Message::Binary(_)) => frames += 1,
+                Ok(_) => {}
+                Err(tungstenite::Error::Io(e))
+                    if matches!(
+                        e.kind(),
+                        std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
+                    ) =>
+                {
+                    panic!("the server neither sent nor closed: {e}")
+                }
+                Err(_) => return (frames, false),
             }
         }
     }

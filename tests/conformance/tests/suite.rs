@@ -6,7 +6,8 @@ use std::thread;
 use std::time::{Duration, Instant};
 
 use sio_conformance::{
-    HEADER_READ_TIMEOUT, Start, Ws, http, polling, polling_handshake, read_response,
+    HEADER_READ_TIMEOUT, Start, WS_CLOSE_TIMEOUT, Ws, http, polling, polling_handshake,
+    read_response,
 };
 
 /// Every test of the suite, for one runtime.
@@ -29,6 +30,7 @@ macro_rules! suite {
             #[test] fn server_acks_with_timeout() { super::server_acks_with_timeout(START) }
             #[test] fn malformed_packets_close_the_connection() { super::malformed_packets_close_the_connection(START) }
             #[test] fn a_client_that_does_not_read_is_cut_off() { super::a_client_that_does_not_read_is_cut_off(START) }
+            #[test] fn a_client_that_never_reads_is_dropped_after_the_close_timeout() { super::a_client_that_never_reads_is_dropped_after_the_close_timeout(START) }
             #[test] fn a_stalled_request_head_is_cut_off() { super::a_stalled_request_head_is_cut_off(START) }
         })*
     };
@@ -329,8 +331,9 @@ fn malformed_packets_close_the_connection(start: Start) {
     }
 }
 
-fn a_client_that_does_not_read_is_cut_off(start: Start) {
-    let addr = start();
+/// A watcher of disconnections, and a client flooded while it reads nothing until the server cuts
+/// it off; both once the watcher heard of the cut.
+fn flood_a_client_that_does_not_read(addr: std::net::SocketAddr) -> (Ws, Ws) {
     let (mut watcher, _) = Ws::open(addr);
     watcher.connect_nsp("/", "");
     assert_eq!(watcher.recv_packet(), "42[\"auth\",{}]");
@@ -345,11 +348,28 @@ fn a_client_that_does_not_read_is_cut_off(start: Start) {
         watcher.recv_packet(),
         format!("42[\"gone\",\"{sid}\",\"transport error\"]")
     );
+    (watcher, slow)
+}
+
+fn a_client_that_does_not_read_is_cut_off(start: Start) {
+    let (mut watcher, mut slow) = flood_a_client_that_does_not_read(start());
     // What was queued before the cut is written, then the connection closes.
     assert!(slow.closed());
     // The server goes on serving the others.
     watcher.send("42[\"message\",\"still here\"]");
     assert_eq!(watcher.recv_packet(), "42[\"message-back\",\"still here\"]");
+}
+
+fn a_client_that_never_reads_is_dropped_after_the_close_timeout(start: Start) {
+    let (_watcher, mut slow) = flood_a_client_that_does_not_read(start());
+    // The session is closed, and the client goes on reading nothing for longer than the close
+    // timeout: nothing can be observed from outside meanwhile, hence the sleep.
+    thread::sleep(WS_CLOSE_TIMEOUT * 2);
+    // What the kernel's buffers hold arrives, then the stream ends without the close frame: the
+    // frames still queued on the server were dropped with the connection.
+    let (frames, close_frame) = slow.read_to_end();
+    assert!(!close_frame, "{frames} frames, then a close frame");
+    assert!(frames < 3000, "{frames}");
 }
 
 fn a_stalled_request_head_is_cut_off(start: Start) {

@@ -2,7 +2,6 @@
 //! decoder that reassembles a binary packet from its text header and its attachments.
 
 use std::borrow::Cow;
-
 use std::fmt::Write as _;
 
 use bytes::Bytes;

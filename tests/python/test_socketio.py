@@ -148,6 +148,10 @@ def test_server_disconnect_reason(echo):
     other = client(rec)
     other.connect(echo.url, transports=["polling"], wait_timeout=5)
     sid = other.get_sid()
+    # python-engineio's polling writer leaves its loop without sending what is queued if the
+    # client starts disconnecting while a POST (here the namespace CONNECT) is still in flight:
+    # wait until every queued packet has been posted, so the DISCONNECT is not lost client-side.
+    other.eio.queue.join()
     other.disconnect()
     echo.wait_for_line(rf"^{sid} disconnected: client namespace disconnect$")
 

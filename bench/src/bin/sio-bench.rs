@@ -9,6 +9,9 @@
 //! ```
 //!
 //! `--attach` loads a server started by hand (under a profiler, say) instead of starting one.
+//!
+//! `sio-tokio-control` is sio-tokio again, run last in each round: its ratio to sio-tokio is what
+//! the same server measures against itself in the same run, the noise floor of every other ratio.
 
 use std::collections::BTreeMap;
 use std::io::Write;
@@ -18,13 +21,17 @@ use std::time::Duration;
 use sio_bench::ServerProcess;
 use sio_bench::load::{self, Better, Figure, Target, Window};
 
-const SERVERS: [&str; 5] = [
+const SERVERS: [&str; 6] = [
     "sio-tokio",
     "sio-smol",
     "sio-async-std",
     "node",
     "socketioxide",
+    CONTROL,
 ];
+
+/// The second sio-tokio: the same binary and settings, measured as a server of its own.
+const CONTROL: &str = "sio-tokio-control";
 
 /// One scenario with its sizes.
 #[derive(Clone, Copy)]
@@ -174,7 +181,7 @@ fn start_server(name: &str) -> std::io::Result<ServerProcess> {
         .unwrap_or_default();
     let sio = bin_dir.join("sio-bench-server").display().to_string();
     let (program, args, env): (String, Vec<&str>, Vec<(&str, &str)>) = match name {
-        "sio-tokio" => (sio, vec!["tokio"], vec![]),
+        "sio-tokio" | CONTROL => (sio, vec!["tokio"], vec![]),
         "sio-smol" => (sio, vec!["smol"], vec![("SMOL_THREADS", "1")]),
         "sio-async-std" => (
             sio,
@@ -383,31 +390,41 @@ fn bar(results: &Results) -> Vec<(String, String, Option<bool>)> {
         lost.map(|l| l == 0.0),
     ));
     for other in ["sio-smol", "sio-async-std"] {
-        let mut worst: Option<(f64, String)> = None;
-        for (scenario, rows) in &results.figures {
-            for (figure, better, _) in rows {
-                let Some(r) = ratio(results, scenario, figure, other, "sio-tokio") else {
-                    continue;
-                };
-                // How many times worse than tokio.
-                let worse = match better {
-                    Better::Lower => r,
-                    Better::Higher => 1.0 / r,
-                };
-                if worst.as_ref().is_none_or(|(w, _)| worse > *w) {
-                    worst = Some((worse, format!("{scenario}: {figure}")));
-                }
-            }
-        }
+        let worst = worst_against_tokio(results, other);
         lines.push((
             format!("{other} within 1.2 × tokio on every figure"),
-            worst.as_ref().map_or("n/a".to_owned(), |(w, f)| {
-                format!("worst {} × ({f})", format_value(*w))
-            }),
+            worst_text(&worst),
             worst.map(|(w, _)| w <= 1.2),
         ));
     }
     lines
+}
+
+fn worst_text(worst: &Option<(f64, String)>) -> String {
+    worst.as_ref().map_or("n/a".to_owned(), |(w, f)| {
+        format!("worst {} × ({f})", format_value(*w))
+    })
+}
+
+/// The figure where `other` is furthest behind sio-tokio, as "how many times worse" (above 1 is
+/// worse whichever way the figure is better).
+fn worst_against_tokio(results: &Results, other: &str) -> Option<(f64, String)> {
+    let mut worst: Option<(f64, String)> = None;
+    for (scenario, rows) in &results.figures {
+        for (figure, better, _) in rows {
+            let Some(r) = ratio(results, scenario, figure, other, "sio-tokio") else {
+                continue;
+            };
+            let worse = match better {
+                Better::Lower => r,
+                Better::Higher => 1.0 / r,
+            };
+            if worst.as_ref().is_none_or(|(w, _)| worse > *w) {
+                worst = Some((worse, format!("{scenario}: {figure}")));
+            }
+        }
+    }
+    worst
 }
 
 fn report(results: &Results, options: &Options, scenarios: &[Scenario]) -> String {
@@ -439,6 +456,13 @@ fn report(results: &Results, options: &Options, scenarios: &[Scenario]) -> Strin
         };
         out.push_str(&format!("| {what} | {measured} | {met} |\n"));
     }
+    if let Some(worst) = worst_against_tokio(results, CONTROL) {
+        out.push_str(&format!(
+            "\nNoise floor, to read the ratios against: {CONTROL}, the same server run again in each round, against sio-tokio: {} × ({}).\n",
+            format_value(worst.0),
+            worst.1
+        ));
+    }
     let ratio_columns: Vec<(&str, &str)> = [
         ("sio-tokio", "node"),
         ("sio-tokio", "socketioxide"),
@@ -448,6 +472,7 @@ fn report(results: &Results, options: &Options, scenarios: &[Scenario]) -> Strin
         ("sio-async-std", "socketioxide"),
         ("sio-smol", "sio-tokio"),
         ("sio-async-std", "sio-tokio"),
+        (CONTROL, "sio-tokio"),
     ]
     .into_iter()
     .filter(|(a, b)| servers.contains(a) && servers.contains(b))

@@ -36,7 +36,7 @@ pub use engine::{EngineHandle, EngineHandler, EngineService, EngineSocket};
 pub use handshake::Handshake;
 pub use http::Aborted;
 pub use io::{Compat, read_into};
-pub use listener::{Listener, SocketWriter};
+pub use listener::{LISTEN_BACKLOG, Listener, SocketWriter, raise_listen_backlog};
 pub use sio_core;
 pub use sio_core::engine::Handshake as EngineHandshake;
 pub use sio_core::engine::{

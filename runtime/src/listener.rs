@@ -10,6 +10,31 @@ use futures_lite::future;
 
 use crate::driver::{App, Shared};
 
+/// How many established connections the kernel queues for `accept`: the default of Node's
+/// `server.listen`, which the reference server runs on.
+///
+/// Rust's listeners (std, mio, async-io) ask for 128. A burst of more connections than that,
+/// arriving faster than the server accepts, overflows the queue: the kernel drops the client's
+/// SYN, and the client retries only after a second.
+pub const LISTEN_BACKLOG: i32 = 511;
+
+/// Sets the accept queue of a listening socket to [`LISTEN_BACKLOG`] connections.
+///
+/// `listen` again on a listening socket changes its backlog on Linux and the BSDs; Windows keeps
+/// the first one and still succeeds. `SocketIo::listen` calls this; a listener given to `serve`
+/// is left as its owner made it.
+#[cfg(unix)]
+pub fn raise_listen_backlog(listener: &impl std::os::fd::AsFd) -> io::Result<()> {
+    socket2::SockRef::from(listener).listen(LISTEN_BACKLOG)
+}
+
+/// Sets the accept queue of a listening socket to [`LISTEN_BACKLOG`] connections (Windows keeps
+/// the backlog of the first `listen`; the call still succeeds).
+#[cfg(windows)]
+pub fn raise_listen_backlog(listener: &impl std::os::windows::io::AsSocket) -> io::Result<()> {
+    socket2::SockRef::from(listener).listen(LISTEN_BACKLOG)
+}
+
 /// A source of connections (a TCP listener of some runtime).
 pub trait Listener: Send + 'static {
     /// A connection, as hyper I/O.
@@ -62,5 +87,46 @@ pub(crate) async fn serve<A: App, L: Listener>(shared: &Arc<Shared<A>>, mut list
                 future::poll_fn(|cx| timer.as_mut().poll(cx)).await;
             }
         }
+    }
+}
+
+#[cfg(all(test, target_os = "linux"))]
+mod tests {
+    use super::*;
+    use std::net::{TcpListener, TcpStream};
+
+    /// The kernel caps every backlog at `net.core.somaxconn`.
+    fn somaxconn() -> usize {
+        std::fs::read_to_string("/proc/sys/net/core/somaxconn")
+            .ok()
+            .and_then(|v| v.trim().parse().ok())
+            .unwrap_or(4096)
+    }
+
+    /// Connects clients that nobody accepts until one is refused a place in the queue (its SYN is
+    /// dropped, so its connect times out); how many made it.
+    fn queued_connections(listener: &TcpListener, at_most: usize) -> Vec<TcpStream> {
+        let addr = listener.local_addr().unwrap();
+        let mut clients = Vec::new();
+        while clients.len() < at_most {
+            match TcpStream::connect_timeout(&addr, Duration::from_millis(500)) {
+                Ok(client) => clients.push(client),
+                Err(_) => break,
+            }
+        }
+        clients
+    }
+
+    #[test]
+    fn a_raised_listener_queues_as_many_connections_as_node_before_accepting_any() {
+        let wanted = (LISTEN_BACKLOG as usize).min(somaxconn());
+        // std listens with a backlog of 128: the queue takes 129, and the 130th SYN is dropped.
+        let std_listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        if wanted > 129 {
+            assert_eq!(queued_connections(&std_listener, wanted).len(), 129);
+        }
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        raise_listen_backlog(&listener).unwrap();
+        assert_eq!(queued_connections(&listener, wanted).len(), wanted);
     }
 }

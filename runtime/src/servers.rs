@@ -55,9 +55,12 @@ macro_rules! runtime_servers {
                 }
             }
 
-            /// Binds `addr` and serves forever.
+            /// Binds `addr` with an accept queue of
+            /// [`LISTEN_BACKLOG`](sio_runtime::LISTEN_BACKLOG) connections (Node's default) and
+            /// serves forever.
             pub async fn listen(&self, addr: impl $addrs) -> ::std::io::Result<()> {
                 let listener = $bind(addr).await?;
+                $crate::raise_listen_backlog(&listener)?;
                 self.serve(listener).await
             }
 
@@ -100,9 +103,12 @@ macro_rules! runtime_servers {
                 self.service.handle()
             }
 
-            /// Binds `addr` and serves forever.
+            /// Binds `addr` with an accept queue of
+            /// [`LISTEN_BACKLOG`](sio_runtime::LISTEN_BACKLOG) connections (Node's default) and
+            /// serves forever.
             pub async fn listen(self, addr: impl $addrs) -> ::std::io::Result<()> {
                 let listener = $bind(addr).await?;
+                $crate::raise_listen_backlog(&listener)?;
                 self.serve(listener).await
             }
 

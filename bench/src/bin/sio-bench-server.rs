@@ -6,7 +6,8 @@
 //! - `join`: joins the room given as argument, then acknowledges with no arguments;
 //! - `broadcast`: emits `broadcast` with the same arguments to the room `bench`, sender included.
 //!
-//! Listens on 127.0.0.1 at `PORT` (default 0: a free port) and prints `listening on <addr>`.
+//! Listens on 127.0.0.1 at `PORT` (default 0: a free port), with the accept queue of
+//! `SocketIo::listen` and of Node (511 connections), and prints `listening on <addr>`.
 
 use std::io::Write;
 
@@ -64,6 +65,7 @@ fn tokio_server(addr: std::net::SocketAddr) -> std::io::Result<()> {
         let io = sio_tokio::SocketIo::new(sio_tokio::ServerConfig::default());
         install(&io);
         let listener = tokio::net::TcpListener::bind(addr).await?;
+        sio_runtime::raise_listen_backlog(&listener)?;
         announce(listener.local_addr()?);
         io.serve(listener).await
     })
@@ -80,6 +82,7 @@ fn smol_server(addr: std::net::SocketAddr) -> std::io::Result<()> {
         let io = sio_smol::SocketIo::new(sio_smol::ServerConfig::default());
         install(&io);
         let listener = async_net::TcpListener::bind(addr).await?;
+        sio_runtime::raise_listen_backlog(&listener)?;
         announce(listener.local_addr()?);
         io.serve(listener).await
     }))
@@ -91,6 +94,7 @@ fn async_std_server(addr: std::net::SocketAddr) -> std::io::Result<()> {
         let io = sio_async_std::SocketIo::new(sio_async_std::ServerConfig::default());
         install(&io);
         let listener = async_std::net::TcpListener::bind(addr).await?;
+        sio_runtime::raise_listen_backlog(&listener)?;
         announce(listener.local_addr()?);
         io.serve(listener).await
     }))

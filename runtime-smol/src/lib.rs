@@ -9,6 +9,8 @@
 //! async-io also runs a helper thread that takes the reactor over whenever the executor's threads
 //! have not polled it for a while, which happens when they are busy. On a server limited to one
 //! core that thread preempts the executor (async-io issue #40); `bench/README.md` measures it.
+//! When the executor's threads have their cores to themselves, call
+//! [`lower_reactor_helper_priority`] first: at nice 19 the helper stops preempting them.
 //!
 //! ```no_run
 //! use sio_smol::{Payload, ServerConfig, SocketIo};

@@ -18,6 +18,84 @@ use async_io::Async;
 
 use crate::{Listener, SocketWriter, Timer};
 
+/// The nice value [`lower_reactor_helper_priority`] gives async-io's helper thread: the lowest.
+pub const REACTOR_HELPER_NICE: i32 = 19;
+
+/// Gives async-io's helper thread (named `async-io`) the lowest priority, nice 19, so that it
+/// stops preempting the executor's threads; starts it if it has not started yet. Returns whether
+/// it did. Linux only; elsewhere it does nothing and returns `Ok(false)`.
+///
+/// The executor's threads poll the reactor themselves whenever they run out of tasks, and every
+/// 200 tasks while they are busy. The helper takes the reactor over when it finds that nobody
+/// polled it during its last sleep, which starts at 50 µs: on a busy server it wakes up thousands
+/// of times a second, and on a server with as many busy threads as cores each wake-up preempts an
+/// executor thread and hands it the events through a futex. At nice 19 it runs when a core is
+/// idle and rarely wins the reactor: a server pinned to one core spent about a fifth less CPU per
+/// connection (`bench/README.md`).
+///
+/// Opt in only when the executor's threads have their cores to themselves. On a machine kept busy
+/// by other work, a thread at nice 19 waits longer for a core, and the events it holds wait with
+/// it. It changes the thread for the whole process, for every user of async-io.
+pub fn lower_reactor_helper_priority() -> io::Result<bool> {
+    helper_priority::lower()
+}
+
+#[cfg(any(target_os = "linux", target_os = "android"))]
+mod helper_priority {
+    use std::io;
+
+    use rustix::process::{Pid, setpriority_process};
+
+    use super::REACTOR_HELPER_NICE;
+
+    pub(super) fn lower() -> io::Result<bool> {
+        if renice_helper()? {
+            return Ok(true);
+        }
+        // async-io starts its helper lazily, at the first use of its reactor or of `block_on`,
+        // and a new thread takes the nice value of the thread that starts it: start it from a
+        // thread of ours at nice 19.
+        std::thread::scope(|scope| {
+            scope
+                .spawn(|| {
+                    // `None`: on Linux, the calling thread alone.
+                    setpriority_process(None, REACTOR_HELPER_NICE)?;
+                    async_io::block_on(async {});
+                    Ok(true)
+                })
+                .join()
+                .unwrap_or_else(|_| Err(io::Error::other("the thread starting async-io panicked")))
+        })
+    }
+
+    /// Renices the threads named `async-io`; whether there was one.
+    fn renice_helper() -> io::Result<bool> {
+        let mut found = false;
+        for task in std::fs::read_dir("/proc/self/task")? {
+            let task = task?;
+            let name = std::fs::read_to_string(task.path().join("comm")).unwrap_or_default();
+            if name.trim_end() != "async-io" {
+                continue;
+            }
+            let tid = task.file_name().to_str().and_then(|t| t.parse().ok());
+            // On Linux, PRIO_PROCESS with a thread id sets that thread's nice value alone.
+            if let Some(tid) = tid.and_then(Pid::from_raw) {
+                setpriority_process(Some(tid), REACTOR_HELPER_NICE)?;
+                found = true;
+            }
+        }
+        Ok(found)
+    }
+}
+
+/// Elsewhere a nice value is the whole process's: leave it.
+#[cfg(not(any(target_os = "linux", target_os = "android")))]
+mod helper_priority {
+    pub(super) fn lower() -> std::io::Result<bool> {
+        Ok(false)
+    }
+}
+
 /// The async-io reactor's timer as a [`Timer`] (smol, async-std).
 pub struct AsyncIoTimer {
     timer: async_io::Timer,

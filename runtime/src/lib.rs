@@ -29,7 +29,10 @@ use std::task::{Context, Poll};
 use std::time::Instant;
 
 #[cfg(feature = "async-io")]
-pub use async_io::{AsyncIoListener, AsyncIoStream, AsyncIoTimer};
+pub use async_io::{
+    AsyncIoListener, AsyncIoStream, AsyncIoTimer, REACTOR_HELPER_NICE,
+    lower_reactor_helper_priority,
+};
 pub use bundle::{DEFAULT_CLIENT_DIR, load_client_bundle};
 pub use driver::{App, Core, Fallback, Limits};
 pub use engine::{EngineHandle, EngineHandler, EngineService, EngineSocket};

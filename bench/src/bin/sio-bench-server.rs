@@ -77,6 +77,8 @@ fn tokio_server(addr: std::net::SocketAddr) -> std::io::Result<()> {
 // poll the reactor and hand every event over to the executor's thread.
 
 fn smol_server(addr: std::net::SocketAddr) -> std::io::Result<()> {
+    // The executor's thread has its core: the reactor's helper thread need not preempt it.
+    sio_smol::lower_reactor_helper_priority()?;
     // One executor thread unless SMOL_THREADS says otherwise (the runner sets 1).
     futures_lite::future::block_on(smol::spawn(async move {
         let io = sio_smol::SocketIo::new(sio_smol::ServerConfig::default());
@@ -89,6 +91,7 @@ fn smol_server(addr: std::net::SocketAddr) -> std::io::Result<()> {
 }
 
 fn async_std_server(addr: std::net::SocketAddr) -> std::io::Result<()> {
+    sio_async_std::lower_reactor_helper_priority()?;
     // One executor thread when ASYNC_STD_THREAD_COUNT=1, as the runner sets it.
     futures_lite::future::block_on(async_std::task::spawn(async move {
         let io = sio_async_std::SocketIo::new(sio_async_std::ServerConfig::default());

@@ -9,7 +9,8 @@
 //! by default). Spawn the server there too, and have the main thread only wait
 //! (`futures_lite::future::block_on` parks it): with `async_std::task::block_on`, the main thread
 //! would drive the reactor and hand every event over to an executor thread. As on smol, async-io's
-//! helper thread preempts busy executor threads; [`lower_reactor_helper_priority`] stops that.
+//! helper thread preempts busy executor threads; [`lower_reactor_helper_priority`] stops that, at
+//! a cost described on the function.
 //!
 //! ```no_run
 //! use sio_async_std::{Payload, ServerConfig, SocketIo};

@@ -9,8 +9,9 @@
 //! async-io also runs a helper thread that takes the reactor over whenever the executor's threads
 //! have not polled it for a while, which happens when they are busy. On a server limited to one
 //! core that thread preempts the executor (async-io issue #40); `bench/README.md` measures it.
-//! When the executor's threads have their cores to themselves, call
-//! [`lower_reactor_helper_priority`] first: at nice 19 the helper stops preempting them.
+//! [`lower_reactor_helper_priority`] puts the helper at nice 19, where it stops preempting them: a
+//! trade-off (less CPU per message, later events when one task keeps the executor busy), described
+//! on the function.
 //!
 //! ```no_run
 //! use sio_smol::{Payload, ServerConfig, SocketIo};

@@ -30,12 +30,15 @@ pub const REACTOR_HELPER_NICE: i32 = 19;
 /// polled it during its last sleep, which starts at 50 µs: on a busy server it wakes up thousands
 /// of times a second, and on a server with as many busy threads as cores each wake-up preempts an
 /// executor thread and hands it the events through a futex. At nice 19 it runs when a core is
-/// idle and rarely wins the reactor: a server pinned to one core spent about a fifth less CPU per
-/// connection (`bench/README.md`).
+/// idle and rarely wins the reactor.
 ///
-/// Opt in only when the executor's threads have their cores to themselves. On a machine kept busy
-/// by other work, a thread at nice 19 waits longer for a core, and the events it holds wait with
-/// it. It changes the thread for the whole process, for every user of async-io.
+/// It is a trade-off, measured on a server pinned to one core (`bench/README.md`): CPU per echo
+/// and per connection came down to tokio's, but a broadcast to 10,000 sockets, where the executor
+/// stays busy for long stretches, cost about a quarter more CPU per delivery and its p99 latency
+/// doubled, because the events now wait for the executor. Opt in only when the executor's threads
+/// have their cores to themselves and the work comes in small pieces. On a machine kept busy by
+/// other work, a thread at nice 19 waits longer for a core, and the events it holds wait with it.
+/// It changes the thread for the whole process, for every user of async-io.
 pub fn lower_reactor_helper_priority() -> io::Result<bool> {
     helper_priority::lower()
 }

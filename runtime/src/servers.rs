@@ -60,7 +60,8 @@ macro_rules! runtime_servers {
             /// serves forever.
             pub async fn listen(&self, addr: impl $addrs) -> ::std::io::Result<()> {
                 let listener = $bind(addr).await?;
-                $crate::raise_listen_backlog(&listener)?;
+                // A platform that refuses still serves, with its own queue.
+                let _ = $crate::raise_listen_backlog(&listener);
                 self.serve(listener).await
             }
 
@@ -108,7 +109,8 @@ macro_rules! runtime_servers {
             /// serves forever.
             pub async fn listen(self, addr: impl $addrs) -> ::std::io::Result<()> {
                 let listener = $bind(addr).await?;
-                $crate::raise_listen_backlog(&listener)?;
+                // A platform that refuses still serves, with its own queue.
+                let _ = $crate::raise_listen_backlog(&listener);
                 self.serve(listener).await
             }
 

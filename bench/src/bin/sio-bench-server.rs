@@ -76,9 +76,17 @@ fn tokio_server(addr: std::net::SocketAddr) -> std::io::Result<()> {
 // futures-lite only parks the main thread; async-io's `block_on` there would make the main thread
 // poll the reactor and hand every event over to the executor's thread.
 
+/// `SIO_BENCH_LOWER_HELPER=1` measures the opt-in that puts async-io's helper thread at nice 19
+/// (a trade-off, see `bench/README.md`); the default measures what a server gets without it.
+fn lower_helper_if_asked(lower: fn() -> std::io::Result<bool>) -> std::io::Result<()> {
+    if std::env::var_os("SIO_BENCH_LOWER_HELPER").is_some_and(|v| v == "1") {
+        lower()?;
+    }
+    Ok(())
+}
+
 fn smol_server(addr: std::net::SocketAddr) -> std::io::Result<()> {
-    // The executor's thread has its core: the reactor's helper thread need not preempt it.
-    sio_smol::lower_reactor_helper_priority()?;
+    lower_helper_if_asked(sio_smol::lower_reactor_helper_priority)?;
     // One executor thread unless SMOL_THREADS says otherwise (the runner sets 1).
     futures_lite::future::block_on(smol::spawn(async move {
         let io = sio_smol::SocketIo::new(sio_smol::ServerConfig::default());
@@ -91,7 +99,7 @@ fn smol_server(addr: std::net::SocketAddr) -> std::io::Result<()> {
 }
 
 fn async_std_server(addr: std::net::SocketAddr) -> std::io::Result<()> {
-    sio_async_std::lower_reactor_helper_priority()?;
+    lower_helper_if_asked(sio_async_std::lower_reactor_helper_priority)?;
     // One executor thread when ASYNC_STD_THREAD_COUNT=1, as the runner sets it.
     futures_lite::future::block_on(async_std::task::spawn(async move {
         let io = sio_async_std::SocketIo::new(sio_async_std::ServerConfig::default());

@@ -64,11 +64,14 @@ mod helper_priority {
                     // `None`: on Linux, the calling thread alone.
                     setpriority_process(None, REACTOR_HELPER_NICE)?;
                     async_io::block_on(async {});
-                    Ok(true)
+                    Ok::<_, io::Error>(())
                 })
                 .join()
                 .unwrap_or_else(|_| Err(io::Error::other("the thread starting async-io panicked")))
-        })
+        })?;
+        // Had another thread started it in between, it has the other thread's priority.
+        renice_helper()?;
+        Ok(true)
     }
 
     /// Renices the threads named `async-io`; whether there was one.

@@ -120,13 +120,24 @@ mod tests {
     #[test]
     fn a_raised_listener_queues_as_many_connections_as_node_before_accepting_any() {
         let wanted = (LISTEN_BACKLOG as usize).min(somaxconn());
-        // std listens with a backlog of 128: the queue takes 129, and the 130th SYN is dropped.
-        let std_listener = TcpListener::bind("127.0.0.1:0").unwrap();
-        if wanted > 129 {
-            assert_eq!(queued_connections(&std_listener, wanted).len(), 129);
+        // Listening with 128, as std does: the queue takes 129, and the 130th SYN is dropped.
+        let socket =
+            socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None).unwrap();
+        socket
+            .bind(&SocketAddr::from(([127, 0, 0, 1], 0)).into())
+            .unwrap();
+        socket.listen(128).unwrap();
+        let listener = TcpListener::from(socket);
+        if wanted <= 129 {
+            return;
         }
-        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        let first = queued_connections(&listener, wanted);
+        assert_eq!(first.len(), 129);
+        // Raised on the same socket, with those 129 still waiting: the queue takes one more
+        // than the backlog, as it did for 128.
         raise_listen_backlog(&listener).unwrap();
-        assert_eq!(queued_connections(&listener, wanted).len(), wanted);
+        let more = queued_connections(&listener, wanted + 1 - first.len());
+        assert_eq!(first.len() + more.len(), wanted + 1);
+        assert!(queued_connections(&listener, 1).is_empty());
     }
 }

@@ -27,6 +27,9 @@ async fn main() -> std::io::Result<()> {
         });
     });
     let listener = tokio::net::TcpListener::bind(("127.0.0.1", port)).await?;
+    // Node's accept queue (511) instead of the 128 tokio asks for: a burst of connections waits
+    // in the queue instead of having its SYNs dropped.
+    sio_tokio::raise_listen_backlog(&listener)?;
     println!("listening on {}", listener.local_addr()?);
     io.serve(listener).await
 }

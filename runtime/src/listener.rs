@@ -10,6 +10,12 @@ use futures_lite::future;
 
 use crate::driver::{App, Shared};
 
+// What socket2 borrows a socket through: its file descriptor, or its Windows socket.
+#[cfg(unix)]
+use std::os::fd::AsFd as AsSocketHandle;
+#[cfg(windows)]
+use std::os::windows::io::AsSocket as AsSocketHandle;
+
 /// How many established connections the kernel queues for `accept`: the default of Node's
 /// `server.listen`, which the reference server runs on.
 ///
@@ -23,15 +29,7 @@ pub const LISTEN_BACKLOG: i32 = 511;
 /// `listen` again on a listening socket changes its backlog on Linux and the BSDs; Windows keeps
 /// the first one and still succeeds. `SocketIo::listen` calls this; a listener given to `serve`
 /// is left as its owner made it.
-#[cfg(unix)]
-pub fn raise_listen_backlog(listener: &impl std::os::fd::AsFd) -> io::Result<()> {
-    socket2::SockRef::from(listener).listen(LISTEN_BACKLOG)
-}
-
-/// Sets the accept queue of a listening socket to [`LISTEN_BACKLOG`] connections (Windows keeps
-/// the backlog of the first `listen`; the call still succeeds).
-#[cfg(windows)]
-pub fn raise_listen_backlog(listener: &impl std::os::windows::io::AsSocket) -> io::Result<()> {
+pub fn raise_listen_backlog(listener: &impl AsSocketHandle) -> io::Result<()> {
     socket2::SockRef::from(listener).listen(LISTEN_BACKLOG)
 }
 

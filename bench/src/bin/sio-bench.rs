@@ -456,11 +456,11 @@ fn report(results: &Results, options: &Options, scenarios: &[Scenario]) -> Strin
         };
         out.push_str(&format!("| {what} | {measured} | {met} |\n"));
     }
-    if let Some(worst) = worst_against_tokio(results, CONTROL) {
+    let control = worst_against_tokio(results, CONTROL);
+    if control.is_some() {
         out.push_str(&format!(
-            "\nNoise floor, to read the ratios against: {CONTROL}, the same server run again in each round, against sio-tokio: {} × ({}).\n",
-            format_value(worst.0),
-            worst.1
+            "\nNoise floor, to read the ratios against: {CONTROL}, the same server run again in each round, against sio-tokio: {}.\n",
+            worst_text(&control)
         ));
     }
     let ratio_columns: Vec<(&str, &str)> = [

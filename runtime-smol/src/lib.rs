@@ -1,23 +1,21 @@
 //! **sio** on smol: the [`Runtime`] implementation, a listener, and the whole API of
 //! [`sio_runtime`] re-exported. The crates for tokio and async-std have the same API.
 //!
-//! The server's tasks run on smol's global executor. Spawn the server there too, and have the main
-//! thread only wait (`smol::future::block_on` parks it): with `smol::block_on`, the main thread
-//! would drive the reactor and hand every event over to the executor's thread, which costs a
-//! thread wake-up per event.
-//!
-//! async-io also runs a helper thread that takes the reactor over whenever the executor's threads
-//! have not polled it for a while, which happens when they are busy. On a server limited to one
-//! core that thread preempts the executor (async-io issue #40); `bench/README.md` measures it.
-//! [`lower_reactor_helper_priority`] puts the helper at nice 19, where it stops preempting them: a
-//! trade-off (less CPU per message, later events when one task keeps the executor busy), described
-//! on the function.
+//! Run the server with [`block_on`]: the calling thread runs the server's tasks and drives the
+//! reactor, as tokio's current-thread runtime does, and a `SocketIo` made inside spawns there.
+//! Between two polls of the reactor it runs tasks for at most [`REACTOR_POLL_INTERVAL`], which
+//! keeps async-io's helper thread from taking the reactor over on a busy server (async-io issue
+//! #40): with `smol::block_on(executor.run(..))` or smol's global executor, the reactor is polled
+//! every 200 tasks, and the helper preempts the executor's thread for every event
+//! (`bench/README.md` measures it). For several threads, give each its own `block_on`, or spawn on
+//! an executor of your own ([`SmolRuntime::with_executor`]). Outside `block_on`, the server's
+//! tasks go to smol's global executor.
 //!
 //! ```no_run
 //! use sio_smol::{Payload, ServerConfig, SocketIo};
 //!
 //! fn main() -> std::io::Result<()> {
-//!     smol::future::block_on(smol::spawn(async {
+//!     sio_smol::block_on(async {
 //!         let io = SocketIo::new(ServerConfig::default());
 //!         io.on_connection(|socket| {
 //!             socket.on("echo", |socket, args: Payload| {
@@ -25,7 +23,7 @@
 //!             });
 //!         });
 //!         io.listen("127.0.0.1:3000").await
-//!     }))
+//!     })
 //! }
 //! ```
 #![forbid(unsafe_code)]
@@ -37,11 +35,21 @@ use std::time::Instant;
 
 pub use sio_runtime::*;
 
-/// The smol [`Runtime`]: spawns on smol's global executor (or on an executor you give it) and uses
-/// async-io's timers.
-#[derive(Clone, Default)]
+/// The smol [`Runtime`]: spawns on the executor of the enclosing [`block_on`], on an executor
+/// you give it, or else on smol's global executor; uses async-io's timers.
+#[derive(Clone)]
 pub struct SmolRuntime {
     executor: Option<Arc<smol::Executor<'static>>>,
+}
+
+impl Default for SmolRuntime {
+    /// Spawns on the executor of the [`block_on`] running on this thread, if any, else on smol's
+    /// global executor.
+    fn default() -> SmolRuntime {
+        SmolRuntime {
+            executor: current_executor(),
+        }
+    }
 }
 
 impl SmolRuntime {

@@ -25,8 +25,10 @@ pub const REACTOR_HELPER_NICE: i32 = 19;
 /// stops preempting the executor's threads; starts it if it has not started yet. Returns whether
 /// it did. Linux only; elsewhere it does nothing and returns `Ok(false)`.
 ///
-/// The executor's threads poll the reactor themselves whenever they run out of tasks, and every
-/// 200 tasks while they are busy. The helper takes the reactor over when it finds that nobody
+/// A server run by [`block_on`](crate::block_on) does not need it: that polls the reactor often
+/// enough to keep the helper asleep, and leaves it free to step in while one task runs long. This
+/// is for servers on executors that poll the reactor only every 200 tasks while they are busy, as
+/// smol's and async-std's own do. The helper takes the reactor over when it finds that nobody
 /// polled it during its last sleep, which starts at 50 µs: on a busy server it wakes up thousands
 /// of times a second, and on a server with as many busy threads as cores each wake-up preempts an
 /// executor thread and hands it the events through a futex. At nice 19 it runs when a core is

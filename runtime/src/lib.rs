@@ -8,6 +8,8 @@
 
 #[cfg(feature = "async-io")]
 mod async_io;
+#[cfg(feature = "async-io")]
+mod block_on;
 mod bundle;
 mod driver;
 mod engine;
@@ -33,6 +35,8 @@ pub use async_io::{
     AsyncIoListener, AsyncIoStream, AsyncIoTimer, REACTOR_HELPER_NICE,
     lower_reactor_helper_priority,
 };
+#[cfg(feature = "async-io")]
+pub use block_on::{REACTOR_POLL_INTERVAL, block_on, current_executor};
 pub use bundle::{DEFAULT_CLIENT_DIR, load_client_bundle};
 pub use driver::{App, Core, Fallback, Limits};
 pub use engine::{EngineHandle, EngineHandler, EngineService, EngineSocket};

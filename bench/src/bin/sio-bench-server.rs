@@ -71,10 +71,8 @@ fn tokio_server(addr: std::net::SocketAddr) -> std::io::Result<()> {
     })
 }
 
-// smol and async-std: the whole server runs as one task of the runtime's executor, whose single
-// thread also drives the reactor, as tokio's current-thread runtime does. `block_on` from
-// futures-lite only parks the main thread; async-io's `block_on` there would make the main thread
-// poll the reactor and hand every event over to the executor's thread.
+// smol and async-std: the server runs on `block_on` of its runtime crate, on the main thread,
+// which also drives the reactor, as tokio's current-thread runtime does.
 
 /// `SIO_BENCH_LOWER_HELPER=1` measures the opt-in that puts async-io's helper thread at nice 19
 /// (a trade-off, see `bench/README.md`); the default measures what a server gets without it.
@@ -87,26 +85,24 @@ fn lower_helper_if_asked(lower: fn() -> std::io::Result<bool>) -> std::io::Resul
 
 fn smol_server(addr: std::net::SocketAddr) -> std::io::Result<()> {
     lower_helper_if_asked(sio_smol::lower_reactor_helper_priority)?;
-    // One executor thread unless SMOL_THREADS says otherwise (the runner sets 1).
-    futures_lite::future::block_on(smol::spawn(async move {
+    sio_smol::block_on(async move {
         let io = sio_smol::SocketIo::new(sio_smol::ServerConfig::default());
         install(&io);
         let listener = async_net::TcpListener::bind(addr).await?;
         sio_runtime::raise_listen_backlog(&listener)?;
         announce(listener.local_addr()?);
         io.serve(listener).await
-    }))
+    })
 }
 
 fn async_std_server(addr: std::net::SocketAddr) -> std::io::Result<()> {
     lower_helper_if_asked(sio_async_std::lower_reactor_helper_priority)?;
-    // One executor thread when ASYNC_STD_THREAD_COUNT=1, as the runner sets it.
-    futures_lite::future::block_on(async_std::task::spawn(async move {
+    sio_async_std::block_on(async move {
         let io = sio_async_std::SocketIo::new(sio_async_std::ServerConfig::default());
         install(&io);
         let listener = async_std::net::TcpListener::bind(addr).await?;
         sio_runtime::raise_listen_backlog(&listener)?;
         announce(listener.local_addr()?);
         io.serve(listener).await
-    }))
+    })
 }

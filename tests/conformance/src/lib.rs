@@ -171,6 +171,17 @@ pub fn start_smol_own_executor() -> SocketAddr {
     })
 }
 
+/// The application on `sio_smol::block_on`: the server's thread runs its tasks and drives the
+/// reactor, and the `SocketIo` made inside spawns there.
+pub fn start_smol_block_on() -> SocketAddr {
+    spawn_server(|tx| {
+        sio_smol::block_on(async move {
+            let io = sio_smol::SocketIo::with_limits(config(), limits());
+            serve_smol(io, tx).await;
+        });
+    })
+}
+
 async fn serve_smol(io: sio_smol::SocketIo, tx: mpsc::Sender<SocketAddr>) {
     app(&io);
     let listener = async_net::TcpListener::bind("127.0.0.1:0")
@@ -182,17 +193,22 @@ async fn serve_smol(io: sio_smol::SocketIo, tx: mpsc::Sender<SocketAddr>) {
 
 /// The application on async-std.
 pub fn start_async_std() -> SocketAddr {
-    spawn_server(|tx| {
-        async_std::task::block_on(async move {
-            let io = sio_async_std::SocketIo::with_limits(config(), limits());
-            app(&io);
-            let listener = async_std::net::TcpListener::bind("127.0.0.1:0")
-                .await
-                .expect("bind");
-            let _ = tx.send(listener.local_addr().expect("address"));
-            let _ = io.serve(listener).await;
-        });
-    })
+    spawn_server(|tx| async_std::task::block_on(serve_async_std(tx)))
+}
+
+/// The application on `sio_async_std::block_on`, as [`start_smol_block_on`].
+pub fn start_async_std_block_on() -> SocketAddr {
+    spawn_server(|tx| sio_async_std::block_on(serve_async_std(tx)))
+}
+
+async fn serve_async_std(tx: mpsc::Sender<SocketAddr>) {
+    let io = sio_async_std::SocketIo::with_limits(config(), limits());
+    app(&io);
+    let listener = async_std::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
+    let _ = tx.send(listener.local_addr().expect("address"));
+    let _ = io.serve(listener).await;
 }
 
 /// An HTTP response as raw parts.

@@ -1,5 +1,5 @@
 //! The conformance suite, written once and run on tokio (frames written by the driver, and by the
-//! connections' tasks), smol and async-std.
+//! connections' tasks), smol and async-std (each on its global executor and on `block_on`).
 
 use std::io::{Read, Write};
 use std::thread;
@@ -41,7 +41,9 @@ suite! {
     tokio_task_writes => sio_conformance::start_tokio_task_writes,
     smol => sio_conformance::start_smol,
     smol_own_executor => sio_conformance::start_smol_own_executor,
+    smol_block_on => sio_conformance::start_smol_block_on,
     async_std => sio_conformance::start_async_std,
+    async_std_block_on => sio_conformance::start_async_std_block_on,
 }
 
 /// On a runtime with several threads, the driver and a connection's task write to the same socket

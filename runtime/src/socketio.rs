@@ -20,7 +20,7 @@ use serde::de::DeserializeOwned;
 use serde_json::{Map, Value};
 use sio_core::socket::{
     AckId, AckOutcome, CommandError, DisconnectReason, EmitOptions, Event, ParseError, Payload,
-    PayloadError, Server, ServerConfig, SocketId, Target,
+    PayloadError, Serialized, Server, ServerConfig, SocketId, Target,
 };
 
 use crate::driver::{App, Command, Limits, Shared};
@@ -58,7 +58,10 @@ impl From<PayloadError> for EmitError {
 
 impl From<CommandError> for EmitError {
     fn from(e: CommandError) -> Self {
-        EmitError::Command(e)
+        match e {
+            CommandError::InvalidArgs(e) => EmitError::Payload(e),
+            e => EmitError::Command(e),
+        }
     }
 }
 
@@ -1484,8 +1487,9 @@ impl<'a> SocketRef<'a> {
         let Some(id) = self.ack.take() else {
             return Ok(false);
         };
-        let payload = Payload::from_args(args)?;
-        self.io.server.ack(self.io.now, self.socket, id, &payload)?;
+        self.io
+            .server
+            .ack(self.io.now, self.socket, id, &Serialized(args))?;
         Ok(true)
     }
 
@@ -1626,19 +1630,23 @@ impl SocketEmitter<'_> {
 
     /// Emits.
     pub fn emit<T: Serialize + ?Sized>(mut self, event: &str, args: &T) -> Result<(), EmitError> {
-        let payload = Payload::from_args(args)?;
-        self.io.notify_outgoing(&[self.socket], event, &payload);
         let options = EmitOptions {
             volatile: self.volatile,
             ack: None,
         };
-        self.io.server.emit(
-            self.io.now,
-            &Target::Socket(self.socket),
-            event,
-            &payload,
-            options,
-        )?;
+        let target = Target::Socket(self.socket);
+        // Outgoing listeners read the arguments as a payload; without them, none is built.
+        if self.io.any_outgoing() {
+            let payload = Payload::from_args(args)?;
+            self.io.notify_outgoing(&[self.socket], event, &payload);
+            self.io
+                .server
+                .emit(self.io.now, &target, event, &payload, options)?;
+        } else {
+            self.io
+                .server
+                .emit(self.io.now, &target, event, &Serialized(args), options)?;
+        }
         Ok(())
     }
 

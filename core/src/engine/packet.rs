@@ -78,21 +78,41 @@ impl Frame {
 
     /// Encodes a text message packet (`4` + text) once, to be sent to any number of sessions.
     pub fn text_message(text: &str) -> Frame {
-        Frame::text_message_with(text.len(), |out| out.push_str(text))
+        Frame::text_message_with(text.len(), |out| out.extend_from_slice(text.as_bytes()))
     }
 
     /// Encodes a text message packet whose text `write` appends after the `4`, about `capacity`
-    /// bytes: the text is written straight into the frame, with no copy and no second UTF-8 check.
-    pub fn text_message_with(capacity: usize, write: impl FnOnce(&mut String)) -> Frame {
-        Frame::text_packet('4', capacity, write)
+    /// bytes: the text is written straight into the frame, and checked as UTF-8 once, whole (bytes
+    /// that are not UTF-8 become U+FFFD).
+    pub fn text_message_with(capacity: usize, write: impl FnOnce(&mut Vec<u8>)) -> Frame {
+        let written: Result<Frame, std::convert::Infallible> =
+            Frame::try_text_message_with(capacity, |out| {
+                write(out);
+                Ok(())
+            });
+        match written {
+            Ok(frame) => frame,
+        }
+    }
+
+    /// [`Frame::text_message_with`] for a `write` that may fail, which makes no frame.
+    pub fn try_text_message_with<E>(
+        capacity: usize,
+        write: impl FnOnce(&mut Vec<u8>) -> Result<(), E>,
+    ) -> Result<Frame, E> {
+        Frame::text_packet(b'4', capacity, write)
     }
 
     /// A text frame: the packet type `kind`, then what `write` appends (about `capacity` bytes).
-    fn text_packet(kind: char, capacity: usize, write: impl FnOnce(&mut String)) -> Frame {
-        let mut text = String::with_capacity(capacity + 1);
+    fn text_packet<E>(
+        kind: u8,
+        capacity: usize,
+        write: impl FnOnce(&mut Vec<u8>) -> Result<(), E>,
+    ) -> Result<Frame, E> {
+        let mut text = Vec::with_capacity(capacity + 1);
         text.push(kind);
-        write(&mut text);
-        Frame::Text(ByteString::from(text))
+        write(&mut text)?;
+        Ok(Frame::Text(ByteString::from(utf8_text(text))))
     }
 
     /// Encodes a binary message packet.
@@ -181,14 +201,18 @@ impl Packet {
 
     /// Encodes the packet as one WebSocket frame.
     pub fn encode(&self) -> Frame {
-        let with =
-            |kind: char, data: &str| Frame::text_packet(kind, data.len(), |out| out.push_str(data));
+        let with = |kind: u8, data: &str| {
+            let mut text = String::with_capacity(1 + data.len());
+            text.push(char::from(kind));
+            text.push_str(data);
+            Frame::Text(ByteString::from(text))
+        };
         match self {
-            Packet::Open(d) => with('0', d),
+            Packet::Open(d) => with(b'0', d),
             Packet::Close => Frame::Text(ByteString::from_static("1")),
-            Packet::Ping(d) => with('2', d),
-            Packet::Pong(d) => with('3', d),
-            Packet::Message(Message::Text(d)) => with('4', d),
+            Packet::Ping(d) => with(b'2', d),
+            Packet::Pong(d) => with(b'3', d),
+            Packet::Message(Message::Text(d)) => with(b'4', d),
             Packet::Message(Message::Binary(b)) => Frame::Binary(b.clone()),
             Packet::Upgrade => Frame::Text(ByteString::from_static("5")),
             Packet::Noop => Frame::Text(ByteString::from_static("6")),
@@ -201,6 +225,12 @@ const LENIENT: GeneralPurpose = GeneralPurpose::new(
     &base64::alphabet::STANDARD,
     GeneralPurposeConfig::new().with_decode_padding_mode(DecodePaddingMode::Indifferent),
 );
+
+/// `bytes` as text: serde_json and `str`s write UTF-8, so this checks it once for a whole packet
+/// rather than once per piece written; anything else is replaced by U+FFFD rather than lost.
+pub(crate) fn utf8_text(bytes: Vec<u8>) -> String {
+    String::from_utf8(bytes).unwrap_or_else(|e| String::from_utf8_lossy(e.as_bytes()).into_owned())
+}
 
 #[cfg(test)]
 pub(crate) mod tests {

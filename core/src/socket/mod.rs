@@ -9,6 +9,7 @@
 //! when the application polls the next event, which is its `Disconnect`.
 
 pub mod client_bundle;
+pub mod outgoing;
 pub mod packet;
 pub mod payload;
 pub mod recovery;
@@ -24,6 +25,7 @@ use serde_json::{Map, Value};
 use slab::Slab;
 
 pub use self::client_bundle::ClientBundle;
+pub use self::outgoing::{OutgoingArgs, Serialized};
 use self::packet::{Decoder, Packet};
 pub use self::packet::{PacketType, ParseError, RESERVED_EVENTS};
 pub use self::payload::{Payload, PayloadError};
@@ -295,6 +297,8 @@ pub enum CommandError {
     TimeoutRequired,
     /// The namespace does not exist.
     UnknownNamespace,
+    /// The arguments could not be serialized.
+    InvalidArgs(PayloadError),
 }
 
 impl std::fmt::Display for CommandError {
@@ -305,11 +309,43 @@ impl std::fmt::Display for CommandError {
             CommandError::ReservedEvent(e) => write!(f, "\"{e}\" is a reserved event name"),
             CommandError::TimeoutRequired => f.write_str("acks from a broadcast need a timeout"),
             CommandError::UnknownNamespace => f.write_str("unknown namespace"),
+            CommandError::InvalidArgs(e) => write!(f, "invalid arguments: {e}"),
         }
     }
 }
 
 impl std::error::Error for CommandError {}
+
+/// The sockets an emit reaches: one socket needs no list, which keeps the emit to a single socket
+/// (every handler's reply) free of an allocation.
+struct Recipients {
+    one: std::option::IntoIter<SocketId>,
+    many: std::vec::IntoIter<SocketId>,
+}
+
+impl Recipients {
+    fn one(socket: SocketId) -> Recipients {
+        Recipients {
+            one: Some(socket).into_iter(),
+            many: Vec::new().into_iter(),
+        }
+    }
+
+    fn many(list: Vec<SocketId>) -> Recipients {
+        Recipients {
+            one: None.into_iter(),
+            many: list.into_iter(),
+        }
+    }
+}
+
+impl Iterator for Recipients {
+    type Item = SocketId;
+
+    fn next(&mut self) -> Option<SocketId> {
+        self.one.next().or_else(|| self.many.next())
+    }
+}
 
 #[derive(Debug)]
 struct Namespace {
@@ -604,7 +640,7 @@ impl Server {
 
     /// The connected sockets an emit to `target` would reach, in delivery order.
     pub fn recipients_of(&self, target: &Target) -> Result<Vec<SocketId>, CommandError> {
-        self.recipients(target).map(|(_, list)| list)
+        self.recipients(target).map(|(_, list)| list.collect())
     }
 
     /// The number of Engine.IO connections.
@@ -852,7 +888,7 @@ impl Server {
         now: Instant,
         target: &Target,
         event: &str,
-        args: &Payload,
+        args: &dyn OutgoingArgs,
         options: EmitOptions,
     ) -> Result<Option<AckId>, CommandError> {
         if RESERVED_EVENTS.contains(&event) {
@@ -865,36 +901,44 @@ impl Server {
                 return Err(CommandError::TimeoutRequired);
             }
         }
+        let namespace = &self.namespaces[nsp.0 as usize];
         let ack = options.ack.map(|timeout| {
-            let namespace = &mut self.namespaces[nsp.0 as usize];
-            let id = namespace.next_ack;
-            namespace.next_ack += 1;
-            (AckId { nsp, id }, timeout)
+            (
+                AckId {
+                    nsp,
+                    id: namespace.next_ack,
+                },
+                timeout,
+            )
         });
-        let name = &self.namespaces[nsp.0 as usize].name;
+        let name = &namespace.name;
         // With recovery, every event without ack that is not volatile carries an offset as its
         // last argument and is logged, so that a socket that comes back gets what it missed.
-        let logged = match &self.recovery {
-            Some(recovery) if ack.is_none() && !options.volatile => {
-                let mut with_offset = args.clone();
-                with_offset.args.push(Value::String(recovery.next_offset()));
-                Some(with_offset)
-            }
+        let offset = match &self.recovery {
+            Some(recovery) if ack.is_none() && !options.volatile => Some(recovery.next_offset()),
             _ => None,
         };
-        let payload = logged.as_ref().unwrap_or(args);
+        let logged = offset.is_some();
         let ack_id = ack.map(|(a, _)| a.id);
-        let message = Frame::text_message_with(32 + name.len() + event.len(), |out| {
-            packet::write_event(out, name, event, payload, ack_id)
-        });
+        let mut attachments = Vec::new();
+        let message = Frame::try_text_message_with(32 + name.len() + event.len(), |out| {
+            packet::write_event(
+                out,
+                name,
+                event,
+                args,
+                offset.as_deref(),
+                ack_id,
+                &mut attachments,
+            )
+        })
+        .map_err(CommandError::InvalidArgs)?;
+        if ack.is_some() {
+            self.namespaces[nsp.0 as usize].next_ack += 1;
+        }
         // Attachments follow the message; without any, this allocates nothing.
-        let attachments: Vec<Frame> = payload
-            .attachments
-            .iter()
-            .cloned()
-            .map(Frame::Binary)
-            .collect();
-        if logged.is_some() {
+        let attachments: Vec<Frame> = attachments.into_iter().map(Frame::Binary).collect();
+        if logged {
             let mut frames = Vec::with_capacity(1 + attachments.len());
             frames.push(message.clone());
             frames.extend(attachments.iter().cloned());
@@ -963,7 +1007,7 @@ impl Server {
         now: Instant,
         socket: SocketId,
         id: u64,
-        args: &Payload,
+        args: &dyn OutgoingArgs,
     ) -> Result<(), CommandError> {
         let s = self
             .socket(socket)
@@ -971,14 +1015,14 @@ impl Server {
             .ok_or(CommandError::UnknownSocket)?;
         let session = s.session;
         let name = &self.namespaces[s.nsp.0 as usize].name;
-        let message = Frame::text_message_with(16 + name.len(), |out| {
-            packet::write_ack(out, name, id, args)
-        });
+        let mut attachments = Vec::new();
+        let message = Frame::try_text_message_with(16 + name.len(), |out| {
+            packet::write_ack(out, name, id, args, &mut attachments)
+        })
+        .map_err(CommandError::InvalidArgs)?;
         let _ = self.engine.send_frame(session, message);
-        for attachment in &args.attachments {
-            let _ = self
-                .engine
-                .send_frame(session, Frame::Binary(attachment.clone()));
+        for attachment in attachments {
+            let _ = self.engine.send_frame(session, Frame::Binary(attachment));
         }
         self.pump(now);
         Ok(())
@@ -1371,14 +1415,14 @@ impl Server {
     }
 
     /// The sockets an emit reaches, in a deterministic order.
-    fn recipients(&self, target: &Target) -> Result<(NspId, Vec<SocketId>), CommandError> {
+    fn recipients(&self, target: &Target) -> Result<(NspId, Recipients), CommandError> {
         match target {
             Target::Socket(socket) => {
                 let s = self
                     .socket(*socket)
                     .filter(|s| s.state == SocketState::Connected)
                     .ok_or(CommandError::UnknownSocket)?;
-                Ok((s.nsp, vec![*socket]))
+                Ok((s.nsp, Recipients::one(*socket)))
             }
             Target::Rooms { nsp, rooms, except } => {
                 let namespace = self
@@ -1414,7 +1458,7 @@ impl Server {
                         set.into_iter().filter(keep).collect()
                     }
                 };
-                Ok((*nsp, list))
+                Ok((*nsp, Recipients::many(list)))
             }
         }
     }

@@ -2,12 +2,14 @@
 //! decoder that reassembles a binary packet from its text header and its attachments.
 
 use std::borrow::Cow;
-use std::fmt::Write as _;
+use std::io::Write as _;
 
 use bytes::Bytes;
 use serde_json::Value;
 
-use super::payload::{Payload, placeholder_num};
+use super::outgoing::OutgoingArgs;
+use super::payload::{Payload, PayloadError, placeholder_num};
+use crate::engine::packet::utf8_text;
 
 /// The packet types of the protocol.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -259,7 +261,7 @@ fn payload_is_valid(kind: PacketType, value: &Value) -> bool {
 
 /// Writes the header of an outgoing packet: type, attachment count, namespace and ack id.
 fn write_header(
-    out: &mut String,
+    out: &mut Vec<u8>,
     kind: PacketType,
     attachments: usize,
     nsp: &str,
@@ -271,108 +273,123 @@ fn write_header(
         PacketType::Ack if binary => PacketType::BinaryAck,
         other => other,
     };
-    out.push(char::from(b'0' + kind as u8));
+    out.push(b'0' + kind as u8);
     if binary {
         let _ = write!(out, "{attachments}-");
     }
     if nsp != "/" {
-        out.push_str(nsp);
-        out.push(',');
+        out.extend_from_slice(nsp.as_bytes());
+        out.push(b',');
     }
     if let Some(id) = id {
         let _ = write!(out, "{id}");
     }
 }
 
-/// `io::Write` into a `String`. serde_json cuts what it writes only before the ASCII bytes it
-/// escapes, so every piece is whole UTF-8.
-struct StringWriter<'a>(&'a mut String);
-
-impl std::io::Write for StringWriter<'_> {
-    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
-        let text = std::str::from_utf8(buf)
-            .map_err(|_| std::io::Error::from(std::io::ErrorKind::InvalidData))?;
-        self.0.push_str(text);
-        Ok(buf.len())
+/// Makes the header written at `at` by [`write_header`] without attachments name `attachments`:
+/// their number is known only once the arguments are written.
+fn mark_binary(out: &mut Vec<u8>, at: usize, attachments: usize) {
+    if attachments == 0 {
+        return;
     }
-
-    fn flush(&mut self) -> std::io::Result<()> {
-        Ok(())
-    }
+    let kind = match out[at] - b'0' {
+        k if k == PacketType::Event as u8 => PacketType::BinaryEvent,
+        _ => PacketType::BinaryAck,
+    };
+    out[at] = b'0' + kind as u8;
+    let count = format!("{attachments}-");
+    out.splice(at + 1..at + 1, count.bytes());
 }
 
-/// Appends `value` as JSON, without a string of its own.
-fn write_json<T: serde::Serialize + ?Sized>(out: &mut String, value: &T) {
+/// Appends `value` as JSON.
+fn write_json<T: serde::Serialize + ?Sized>(out: &mut Vec<u8>, value: &T) {
     let start = out.len();
-    if serde_json::to_writer(StringWriter(out), value).is_err() {
-        // A piece cut inside a character, should serde_json ever do that: encode it whole.
+    if serde_json::to_writer(&mut *out, value).is_err() {
         out.truncate(start);
-        if let Ok(json) = serde_json::to_string(value) {
-            out.push_str(&json);
-        }
     }
 }
 
 /// Encodes an EVENT: `[name, ...args]`; BINARY_EVENT when the payload has attachments. The returned
 /// string is the Socket.IO packet (without the Engine.IO `4`).
 pub fn encode_event(nsp: &str, event: &str, payload: &Payload, id: Option<u64>) -> String {
-    let mut out = String::with_capacity(16 + event.len() + nsp.len());
-    write_event(&mut out, nsp, event, payload, id);
-    out
+    let mut out = Vec::with_capacity(16 + event.len() + nsp.len());
+    let mut attachments = Vec::new();
+    let _ = write_event(&mut out, nsp, event, payload, None, id, &mut attachments);
+    utf8_text(out)
 }
 
-/// Appends the EVENT packet of [`encode_event`] to `out`.
+/// Appends an EVENT packet (BINARY_EVENT when there are attachments, which are pushed onto
+/// `attachments`): `[event, ...args, trailing]`, where `trailing` is one more string argument.
+/// On error, `out` is as it was.
 pub(crate) fn write_event(
-    out: &mut String,
+    out: &mut Vec<u8>,
     nsp: &str,
     event: &str,
-    payload: &Payload,
+    args: &dyn OutgoingArgs,
+    trailing: Option<&str>,
     id: Option<u64>,
-) {
-    write_header(out, PacketType::Event, payload.attachments.len(), nsp, id);
-    out.push('[');
+    attachments: &mut Vec<Bytes>,
+) -> Result<(), PayloadError> {
+    let start = out.len();
+    write_header(out, PacketType::Event, 0, nsp, id);
+    out.push(b'[');
     write_json(out, event);
-    for arg in &payload.args {
-        out.push(',');
-        write_json(out, arg);
+    if let Err(e) = args.write_args(out, attachments) {
+        out.truncate(start);
+        return Err(e);
     }
-    out.push(']');
+    if let Some(trailing) = trailing {
+        out.push(b',');
+        write_json(out, trailing);
+    }
+    out.push(b']');
+    mark_binary(out, start, attachments.len());
+    Ok(())
 }
 
 /// Encodes an ACK carrying `payload`.
 pub fn encode_ack(nsp: &str, id: u64, payload: &Payload) -> String {
-    let mut out = String::new();
-    write_ack(&mut out, nsp, id, payload);
-    out
+    let mut out = Vec::new();
+    let mut attachments = Vec::new();
+    let _ = write_ack(&mut out, nsp, id, payload, &mut attachments);
+    utf8_text(out)
 }
 
-/// Appends the ACK packet of [`encode_ack`] to `out`.
-pub(crate) fn write_ack(out: &mut String, nsp: &str, id: u64, payload: &Payload) {
-    write_header(
-        out,
-        PacketType::Ack,
-        payload.attachments.len(),
-        nsp,
-        Some(id),
-    );
-    out.push('[');
-    for (i, arg) in payload.args.iter().enumerate() {
-        if i > 0 {
-            out.push(',');
-        }
-        write_json(out, arg);
+/// Appends an ACK packet (BINARY_ACK when there are attachments, which are pushed onto
+/// `attachments`). On error, `out` is as it was.
+pub(crate) fn write_ack(
+    out: &mut Vec<u8>,
+    nsp: &str,
+    id: u64,
+    args: &dyn OutgoingArgs,
+    attachments: &mut Vec<Bytes>,
+) -> Result<(), PayloadError> {
+    let start = out.len();
+    write_header(out, PacketType::Ack, 0, nsp, Some(id));
+    let open = out.len();
+    if let Err(e) = args.write_args(out, attachments) {
+        out.truncate(start);
+        return Err(e);
     }
-    out.push(']');
+    // The arguments come each after a comma; the list starts with the first one.
+    if out.len() > open {
+        out[open] = b'[';
+    } else {
+        out.push(b'[');
+    }
+    out.push(b']');
+    mark_binary(out, start, attachments.len());
+    Ok(())
 }
 
 /// Encodes a packet with optional JSON data and no attachments (CONNECT, DISCONNECT, CONNECT_ERROR).
 pub fn encode_control(nsp: &str, kind: PacketType, data: Option<&Value>) -> String {
-    let mut out = String::new();
+    let mut out = Vec::new();
     write_header(&mut out, kind, 0, nsp, None);
     if let Some(data) = data {
         write_json(&mut out, data);
     }
-    out
+    utf8_text(out)
 }
 
 #[cfg(test)]

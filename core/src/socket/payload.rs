@@ -26,7 +26,7 @@ pub struct Payload {
 }
 
 /// Arguments could not be converted.
-#[derive(Debug)]
+#[derive(Clone, Debug, PartialEq, Eq)]
 pub struct PayloadError(String);
 
 impl std::fmt::Display for PayloadError {

@@ -105,9 +105,51 @@ impl Chunk {
     }
 }
 
+/// The queue of chunks. The front one is held inline: a connection with one frame at a time to
+/// write (a reply, an echo) allocates nothing for it, and an idle one keeps no queue memory.
+#[derive(Default)]
+struct Chunks {
+    /// `None` only when the queue is empty.
+    front: Option<Chunk>,
+    rest: VecDeque<Chunk>,
+}
+
+impl Chunks {
+    fn len(&self) -> usize {
+        usize::from(self.front.is_some()) + self.rest.len()
+    }
+
+    fn is_empty(&self) -> bool {
+        self.front.is_none()
+    }
+
+    fn iter(&self) -> impl Iterator<Item = &Chunk> {
+        self.front.iter().chain(self.rest.iter())
+    }
+
+    fn front_mut(&mut self) -> Option<&mut Chunk> {
+        self.front.as_mut()
+    }
+
+    fn push_back(&mut self, chunk: Chunk) {
+        if self.front.is_none() {
+            self.front = Some(chunk);
+        } else {
+            self.rest.push_back(chunk);
+        }
+    }
+
+    fn pop_front(&mut self) {
+        self.front = self.rest.pop_front();
+        if self.rest.is_empty() && self.rest.capacity() > 0 {
+            self.rest = VecDeque::new();
+        }
+    }
+}
+
 #[derive(Default)]
 struct Inner {
-    chunks: VecDeque<Chunk>,
+    chunks: Chunks,
     /// The driver queues nothing more; the task writes what is queued, then closes.
     closed: bool,
     /// The socket the driver may write to; set once the connection is upgraded.
@@ -151,10 +193,6 @@ impl Inner {
                 break;
             }
             self.chunks.pop_front();
-        }
-        if self.chunks.is_empty() {
-            // An idle connection keeps no queue memory.
-            self.chunks = VecDeque::new();
         }
         Poll::Ready(Ok(written))
     }
@@ -354,6 +392,26 @@ mod tests {
 
     fn text(s: &'static str) -> Frame {
         Frame::Text(ByteString::from_static(s))
+    }
+
+    #[test]
+    fn the_queue_keeps_order_and_frees_what_it_allocated() {
+        let bodies =
+            |chunks: &Chunks| -> Vec<Bytes> { chunks.iter().map(|c| c.body.clone()).collect() };
+        let mut chunks = Chunks::default();
+        chunks.push_back(Chunk::raw(b"a"));
+        assert_eq!((chunks.len(), chunks.rest.capacity()), (1, 0));
+        chunks.push_back(Chunk::raw(b"b"));
+        chunks.push_back(Chunk::raw(b"c"));
+        assert_eq!(bodies(&chunks), ["a", "b", "c"]);
+        assert_eq!(chunks.len(), 3);
+        chunks.pop_front();
+        assert_eq!(bodies(&chunks), ["b", "c"]);
+        chunks.pop_front();
+        assert_eq!(bodies(&chunks), ["c"]);
+        assert_eq!(chunks.rest.capacity(), 0);
+        chunks.pop_front();
+        assert!(chunks.is_empty() && chunks.len() == 0);
     }
 
     /// A socket that takes at most `room` bytes, then reports `WouldBlock`.

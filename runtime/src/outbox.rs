@@ -411,7 +411,8 @@ mod tests {
         assert_eq!(bodies(&chunks), ["c"]);
         assert_eq!(chunks.rest.capacity(), 0);
         chunks.pop_front();
-        assert!(chunks.is_empty() && chunks.len() == 0);
+        assert!(chunks.is_empty());
+        assert_eq!(chunks.len(), 0);
     }
 
     /// A socket that takes at most `room` bytes, then reports `WouldBlock`.

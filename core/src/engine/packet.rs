@@ -85,34 +85,31 @@ impl Frame {
     /// bytes: the text is written straight into the frame, and checked as UTF-8 once, whole (bytes
     /// that are not UTF-8 become U+FFFD).
     pub fn text_message_with(capacity: usize, write: impl FnOnce(&mut Vec<u8>)) -> Frame {
-        let written: Result<Frame, std::convert::Infallible> =
-            Frame::try_text_message_with(capacity, |out| {
-                write(out);
-                Ok(())
-            });
-        match written {
-            Ok(frame) => frame,
-        }
-    }
-
-    /// [`Frame::text_message_with`] for a `write` that may fail, which makes no frame.
-    pub fn try_text_message_with<E>(
-        capacity: usize,
-        write: impl FnOnce(&mut Vec<u8>) -> Result<(), E>,
-    ) -> Result<Frame, E> {
-        Frame::text_packet(b'4', capacity, write)
-    }
-
-    /// A text frame: the packet type `kind`, then what `write` appends (about `capacity` bytes).
-    fn text_packet<E>(
-        kind: u8,
-        capacity: usize,
-        write: impl FnOnce(&mut Vec<u8>) -> Result<(), E>,
-    ) -> Result<Frame, E> {
         let mut text = Vec::with_capacity(capacity + 1);
-        text.push(kind);
-        write(&mut text)?;
-        Ok(Frame::Text(ByteString::from(utf8_text(text))))
+        text.push(b'4');
+        write(&mut text);
+        Frame::Text(ByteString::from(utf8_text(text)))
+    }
+
+    /// Encodes a text message packet whose text `write` appends after the `4`, like
+    /// [`Frame::text_message_with`], but written in `scratch`, a buffer the caller keeps from one
+    /// frame to the next, then copied into a frame of exactly its length. That is one allocation
+    /// per frame instead of two: a buffer longer than its text needs a second one, a shared
+    /// header, to become `Bytes`. A `write` that fails makes no frame.
+    pub fn try_text_message_in<E>(
+        scratch: &mut Vec<u8>,
+        write: impl FnOnce(&mut Vec<u8>) -> Result<(), E>,
+    ) -> Result<Frame, E> {
+        /// A larger scratch buffer is let go after use rather than kept.
+        const KEPT: usize = 64 * 1024;
+        scratch.clear();
+        scratch.push(b'4');
+        let frame =
+            write(scratch).map(|()| Frame::Text(ByteString::from(utf8_text(scratch.to_vec()))));
+        if scratch.capacity() > KEPT {
+            *scratch = Vec::new();
+        }
+        frame
     }
 
     /// Encodes a binary message packet.

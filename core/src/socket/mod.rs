@@ -444,6 +444,8 @@ pub struct Server {
     client_bundle: Option<ClientBundle>,
     /// Responses of the Socket.IO layer itself (the client bundle).
     transmits: VecDeque<Transmit>,
+    /// Where outgoing packets are written before they are copied into their frame.
+    scratch: Vec<u8>,
 }
 
 impl Server {
@@ -473,6 +475,7 @@ impl Server {
             free_namespaces: Vec::new(),
             client_bundle: config.serve_client,
             transmits: VecDeque::new(),
+            scratch: Vec::new(),
         };
         server.namespace("/");
         server
@@ -921,7 +924,7 @@ impl Server {
         let logged = offset.is_some();
         let ack_id = ack.map(|(a, _)| a.id);
         let mut attachments = Vec::new();
-        let message = Frame::try_text_message_with(32 + name.len() + event.len(), |out| {
+        let message = Frame::try_text_message_in(&mut self.scratch, |out| {
             packet::write_event(
                 out,
                 name,
@@ -955,7 +958,9 @@ impl Server {
             self.rearm_recovery();
         }
         let mut reached = BTreeSet::new();
-        for socket in recipients {
+        let mut message = Some(message);
+        let mut recipients = recipients.peekable();
+        while let Some(socket) = recipients.next() {
             let Some(s) = self.socket(socket) else {
                 continue;
             };
@@ -963,7 +968,16 @@ impl Server {
             if options.volatile && !self.engine.is_writable(session) {
                 continue;
             }
-            let _ = self.engine.send_frame(session, message.clone());
+            // The last recipient takes the frame itself: a single socket's frame is never cloned,
+            // which keeps its bytes unshared (freed without a shared header).
+            let frame = if recipients.peek().is_some() {
+                message.clone()
+            } else {
+                message.take()
+            };
+            if let Some(frame) = frame {
+                let _ = self.engine.send_frame(session, frame);
+            }
             for frame in &attachments {
                 let _ = self.engine.send_frame(session, frame.clone());
             }
@@ -1016,7 +1030,7 @@ impl Server {
         let session = s.session;
         let name = &self.namespaces[s.nsp.0 as usize].name;
         let mut attachments = Vec::new();
-        let message = Frame::try_text_message_with(16 + name.len(), |out| {
+        let message = Frame::try_text_message_in(&mut self.scratch, |out| {
             packet::write_ack(out, name, id, args, &mut attachments)
         })
         .map_err(CommandError::InvalidArgs)?;

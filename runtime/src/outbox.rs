@@ -172,7 +172,15 @@ impl Inner {
         &mut self,
         write: impl FnOnce(&[IoSlice<'_>]) -> Poll<io::Result<usize>>,
     ) -> Poll<io::Result<usize>> {
-        let mut slices = [IoSlice::new(&[]); MAX_SLICES];
+        // One chunk (a reply, an echo) needs two slices; filling 64 would cost more than writing.
+        let mut one = [IoSlice::new(&[]); 2];
+        let mut many;
+        let slices: &mut [IoSlice<'_>] = if self.chunks.len() == 1 {
+            &mut one
+        } else {
+            many = [IoSlice::new(&[]); MAX_SLICES];
+            &mut many
+        };
         let mut count = 0;
         for chunk in self.chunks.iter().take(MAX_SLICES / 2) {
             for part in [chunk.head(), &chunk.body[..]] {

@@ -71,14 +71,7 @@ impl<T: Serialize + ?Sized> OutgoingArgs for Serialized<'_, T> {
         };
         let written = match self.0.serialize(top) {
             Ok(()) => Ok(()),
-            Err(Stop::OneArgument) => {
-                out.push(b',');
-                let value = Binary {
-                    value: self.0,
-                    atts: &atts,
-                };
-                serde_json::to_writer(&mut *out, &value).map_err(ser::Error::custom)
-            }
+            Err(Stop::OneArgument) => write_argument(out, &atts, self.0),
             Err(Stop::Failed(e)) => Err(e),
         };
         *attachments = atts.into_inner();
@@ -201,22 +194,21 @@ impl<'a> Serializer for TopLevel<'a> {
     }
 }
 
-impl TopLevel<'_> {
-    fn argument<T: Serialize + ?Sized>(&mut self, value: &T) -> Result<(), Stop> {
-        self.out.push(b',');
-        let value = Binary {
-            value,
-            atts: self.atts,
-        };
-        serde_json::to_writer(&mut *self.out, &value).map_err(ser::Error::custom)
-    }
+/// Appends one argument: a comma, then `value` as JSON with its binary parts as placeholders.
+fn write_argument<T: Serialize + ?Sized, E: ser::Error>(
+    out: &mut Vec<u8>,
+    atts: &RefCell<Vec<Bytes>>,
+    value: &T,
+) -> Result<(), E> {
+    out.push(b',');
+    serde_json::to_writer(&mut *out, &Binary { value, atts }).map_err(E::custom)
 }
 
 impl ser::SerializeTuple for TopLevel<'_> {
     type Ok = ();
     type Error = Stop;
     fn serialize_element<T: Serialize + ?Sized>(&mut self, value: &T) -> Result<(), Stop> {
-        self.argument(value)
+        write_argument(self.out, self.atts, value)
     }
     fn end(self) -> Result<(), Stop> {
         Ok(())
@@ -227,7 +219,7 @@ impl ser::SerializeTupleStruct for TopLevel<'_> {
     type Ok = ();
     type Error = Stop;
     fn serialize_field<T: Serialize + ?Sized>(&mut self, value: &T) -> Result<(), Stop> {
-        self.argument(value)
+        write_argument(self.out, self.atts, value)
     }
     fn end(self) -> Result<(), Stop> {
         Ok(())

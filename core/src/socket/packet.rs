@@ -259,24 +259,10 @@ fn payload_is_valid(kind: PacketType, value: &Value) -> bool {
     }
 }
 
-/// Writes the header of an outgoing packet: type, attachment count, namespace and ack id.
-fn write_header(
-    out: &mut Vec<u8>,
-    kind: PacketType,
-    attachments: usize,
-    nsp: &str,
-    id: Option<u64>,
-) {
-    let binary = attachments > 0;
-    let kind = match kind {
-        PacketType::Event if binary => PacketType::BinaryEvent,
-        PacketType::Ack if binary => PacketType::BinaryAck,
-        other => other,
-    };
+/// Writes the header of an outgoing packet: type, namespace and ack id. A packet with attachments
+/// is marked by [`mark_binary`] once they are counted.
+fn write_header(out: &mut Vec<u8>, kind: PacketType, nsp: &str, id: Option<u64>) {
     out.push(b'0' + kind as u8);
-    if binary {
-        let _ = write!(out, "{attachments}-");
-    }
     if nsp != "/" {
         out.extend_from_slice(nsp.as_bytes());
         out.push(b',');
@@ -286,17 +272,14 @@ fn write_header(
     }
 }
 
-/// Makes the header written at `at` by [`write_header`] without attachments name `attachments`:
-/// their number is known only once the arguments are written.
-fn mark_binary(out: &mut Vec<u8>, at: usize, attachments: usize) {
+/// Turns the header written at `at` into the one of `binary` (BINARY_EVENT or BINARY_ACK) with
+/// `attachments` attachments, when there are any: their number is known only once the arguments
+/// are written.
+fn mark_binary(out: &mut Vec<u8>, at: usize, binary: PacketType, attachments: usize) {
     if attachments == 0 {
         return;
     }
-    let kind = match out[at] - b'0' {
-        k if k == PacketType::Event as u8 => PacketType::BinaryEvent,
-        _ => PacketType::BinaryAck,
-    };
-    out[at] = b'0' + kind as u8;
+    out[at] = b'0' + binary as u8;
     let count = format!("{attachments}-");
     out.splice(at + 1..at + 1, count.bytes());
 }
@@ -331,7 +314,7 @@ pub(crate) fn write_event(
     attachments: &mut Vec<Bytes>,
 ) -> Result<(), PayloadError> {
     let start = out.len();
-    write_header(out, PacketType::Event, 0, nsp, id);
+    write_header(out, PacketType::Event, nsp, id);
     out.push(b'[');
     write_json(out, event);
     if let Err(e) = args.write_args(out, attachments) {
@@ -343,7 +326,7 @@ pub(crate) fn write_event(
         write_json(out, trailing);
     }
     out.push(b']');
-    mark_binary(out, start, attachments.len());
+    mark_binary(out, start, PacketType::BinaryEvent, attachments.len());
     Ok(())
 }
 
@@ -365,7 +348,7 @@ pub(crate) fn write_ack(
     attachments: &mut Vec<Bytes>,
 ) -> Result<(), PayloadError> {
     let start = out.len();
-    write_header(out, PacketType::Ack, 0, nsp, Some(id));
+    write_header(out, PacketType::Ack, nsp, Some(id));
     let open = out.len();
     if let Err(e) = args.write_args(out, attachments) {
         out.truncate(start);
@@ -378,14 +361,14 @@ pub(crate) fn write_ack(
         out.push(b'[');
     }
     out.push(b']');
-    mark_binary(out, start, attachments.len());
+    mark_binary(out, start, PacketType::BinaryAck, attachments.len());
     Ok(())
 }
 
 /// Encodes a packet with optional JSON data and no attachments (CONNECT, DISCONNECT, CONNECT_ERROR).
 pub fn encode_control(nsp: &str, kind: PacketType, data: Option<&Value>) -> String {
     let mut out = Vec::new();
-    write_header(&mut out, kind, 0, nsp, None);
+    write_header(&mut out, kind, nsp, None);
     if let Some(data) = data {
         write_json(&mut out, data);
     }

@@ -7,7 +7,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Instant;
 
-use async_channel::{Receiver, Sender, TrySendError};
+use crate::command_queue::{self, Receiver, Sender, TrySendError};
 use bytes::Bytes;
 use futures_lite::future;
 use http::HeaderMap;
@@ -231,7 +231,7 @@ pub(crate) struct Shared<A: App> {
     pub path: String,
     pub fallback: std::sync::OnceLock<Fallback>,
     /// Closed when the server shuts down: accept loops stop.
-    pub shutdown: (Sender<()>, Receiver<()>),
+    pub shutdown: (async_channel::Sender<()>, async_channel::Receiver<()>),
     next_request: AtomicU64,
 }
 
@@ -260,7 +260,7 @@ pub(crate) fn channel<A: App>(
     app: &A,
     limits: Limits,
 ) -> (Arc<Shared<A>>, Receiver<Command<A>>) {
-    let (tx, rx) = async_channel::bounded(limits.driver_queue);
+    let (tx, rx) = command_queue::bounded(limits.driver_queue);
     let shared = Arc::new(Shared {
         runtime,
         commands: tx,
@@ -354,7 +354,7 @@ impl<A: App> Driver<A> {
                     self.handle(command);
                     // Take what else is already waiting, draining after each input.
                     for _ in 0..64 {
-                        let Ok(command) = self.commands.try_recv() else {
+                        let Some(command) = self.commands.try_recv() else {
                             break;
                         };
                         self.drain();

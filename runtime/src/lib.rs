@@ -11,6 +11,7 @@ mod async_io;
 #[cfg(feature = "async-io")]
 mod block_on;
 mod bundle;
+mod command_queue;
 mod driver;
 mod engine;
 mod handshake;

@@ -1848,7 +1848,11 @@ impl SocketIo {
     pub(crate) fn detached(
         runtime: Arc<dyn Runtime>,
         config: ServerConfig,
-    ) -> (SocketIo, SioApp, async_channel::Receiver<Command<SioApp>>) {
+    ) -> (
+        SocketIo,
+        SioApp,
+        crate::command_queue::Receiver<Command<SioApp>>,
+    ) {
         let cell = Arc::new(OnceLock::new());
         let app = SioApp::new(config, runtime.clone(), cell.clone());
         let (shared, commands) = crate::driver::channel(runtime, &app, Limits::default());

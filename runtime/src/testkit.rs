@@ -36,7 +36,7 @@ use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll, Waker};
 use std::time::{Duration, Instant};
 
-use async_channel::Receiver;
+use crate::command_queue::Receiver;
 use bytestring::ByteString;
 use http::Request;
 use serde::Serialize;
@@ -356,7 +356,7 @@ impl TestKit {
     fn run(&mut self) {
         loop {
             let mut progressed = self.poll_tasks();
-            while let Ok(command) = self.commands.try_recv() {
+            while let Some(command) = self.commands.try_recv() {
                 progressed = true;
                 let now = self.now();
                 // Network commands only come from the glue, which the kit does not run.

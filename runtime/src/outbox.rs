@@ -17,8 +17,6 @@ use std::task::{Context, Poll, Waker};
 use bytes::{Buf, Bytes};
 use futures_io::AsyncWrite;
 use sio_core::engine::Frame;
-use tungstenite::protocol::frame::FrameHeader;
-use tungstenite::protocol::frame::coding::{Data, OpCode};
 
 use crate::SocketWriter;
 
@@ -40,6 +38,10 @@ pub(crate) enum Pushed {
 const MAX_SLICES: usize = 64;
 /// The longest header of an unmasked frame.
 const MAX_HEADER: usize = 10;
+/// The first header byte: the final fragment, and the opcodes of a text and a binary message.
+const FIN: u8 = 0x80;
+const OPCODE_TEXT: u8 = 0x1;
+const OPCODE_BINARY: u8 = 0x2;
 
 /// Queued bytes: one frame (a header and its payload), or bytes tungstenite wrote.
 struct Chunk {
@@ -53,18 +55,26 @@ impl Chunk {
     /// A final, unmasked data frame carrying `frame`.
     fn frame(frame: Frame) -> Chunk {
         let (opcode, body) = match frame {
-            Frame::Text(text) => (Data::Text, text.into_bytes()),
-            Frame::Binary(data) => (Data::Binary, data),
-        };
-        let header = FrameHeader {
-            opcode: OpCode::Data(opcode),
-            ..FrameHeader::default()
+            Frame::Text(text) => (OPCODE_TEXT, text.into_bytes()),
+            Frame::Binary(data) => (OPCODE_BINARY, data),
         };
         let mut head = [0; MAX_HEADER];
-        let mut out = &mut head[..];
-        // Ten bytes hold any unmasked header, so formatting cannot fail.
-        let _ = header.format(body.len() as u64, &mut out);
-        let head_end = (MAX_HEADER - out.len()) as u8;
+        // RFC 6455 5.2: FIN and the opcode, then the length in 7 bits, or 126 and 16 bits, or 127
+        // and 64 bits, big-endian; a server's frames carry no mask.
+        head[0] = FIN | opcode;
+        let len = body.len();
+        let head_end = if len < 126 {
+            head[1] = len as u8;
+            2
+        } else if let Ok(len) = u16::try_from(len) {
+            head[1] = 126;
+            head[2..4].copy_from_slice(&len.to_be_bytes());
+            4
+        } else {
+            head[1] = 127;
+            head[2..10].copy_from_slice(&(len as u64).to_be_bytes());
+            10
+        };
         Chunk {
             head,
             head_start: 0,
@@ -631,5 +641,12 @@ mod tests {
         assert_eq!(chunk.head(), [0x81, 126, 1, 44]);
         let huge = Chunk::frame(Frame::Binary(Bytes::from(vec![0; 70_000])));
         assert_eq!(huge.head(), [0x82, 127, 0, 0, 0, 0, 0, 1, 0x11, 0x70]);
+        // The edges of each length encoding.
+        let binary = |len| Chunk::frame(Frame::Binary(Bytes::from(vec![0; len])));
+        assert_eq!(binary(0).head(), [0x82, 0]);
+        assert_eq!(binary(125).head(), [0x82, 125]);
+        assert_eq!(binary(126).head(), [0x82, 126, 0, 126]);
+        assert_eq!(binary(65_535).head(), [0x82, 126, 0xff, 0xff]);
+        assert_eq!(binary(65_536).head(), [0x82, 127, 0, 0, 0, 0, 0, 1, 0, 0]);
     }
 }

@@ -402,39 +402,44 @@ impl<A: App> Driver<A> {
 
     /// Drains the core until it has nothing more to say.
     fn drain(&mut self) {
+        // Only inputs make outputs: an event's handler feeds the core (and its events are taken
+        // in this same loop), a transmit rarely does (`route` says when). Polling events first
+        // takes one round for the usual input, not three.
         loop {
-            let mut progressed = false;
-            while let Some(transmit) = self.app.core().poll_transmit() {
-                progressed = true;
-                self.route(transmit);
-            }
             while let Some(event) = self.app.core().poll_event() {
-                progressed = true;
                 let now = self.runtime.now();
                 self.app.handle_event(now, event);
             }
-            if !progressed {
+            let mut fed = false;
+            while let Some(transmit) = self.app.core().poll_transmit() {
+                fed |= self.route(transmit);
+            }
+            if !fed {
                 return;
             }
         }
     }
 
-    fn route(&mut self, transmit: Transmit) {
+    /// Carries out `transmit`; whether that fed the core an input (which may have outputs).
+    fn route(&mut self, transmit: Transmit) -> bool {
         match transmit {
             Transmit::Response { request, response } => {
                 if let Some(Slot::Http(reply)) = self.slots.remove(&request) {
                     reply.send(Outcome::Response(response));
                 }
+                false
             }
             Transmit::ReadBody { request, limit } => {
                 if let Some(Slot::Http(reply)) = self.slots.get(&request) {
                     reply.send(Outcome::ReadBody(limit));
                 }
+                false
             }
             Transmit::Abort { request } => {
                 if let Some(Slot::Http(reply)) = self.slots.remove(&request) {
                     reply.send(Outcome::Abort);
                 }
+                false
             }
             Transmit::AcceptWebSocket { request, headers } => {
                 if let Some(Slot::Http(reply)) = self.slots.remove(&request) {
@@ -446,7 +451,9 @@ impl<A: App> Driver<A> {
                     self.slots.insert(request, Slot::Ws(OutboxHandle(out)));
                     let now = self.runtime.now();
                     self.app.core().handle_ws_open(now, request);
+                    return true;
                 }
+                false
             }
             Transmit::Frame { request, frame } => {
                 if let Some(Slot::Ws(out)) = self.slots.get(&request) {
@@ -461,12 +468,15 @@ impl<A: App> Driver<A> {
                         self.app
                             .core()
                             .handle_ws_error(now, request, "send queue full");
+                        return true;
                     }
                 }
+                false
             }
             Transmit::CloseWebSocket { request } => {
                 // Dropping the handle closes the outbox once its frames are written.
                 self.slots.remove(&request);
+                false
             }
         }
     }

@@ -9,6 +9,8 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 scenario="${1:-echo}"
+# The clients of the quick echo and echo-ack scenarios (bench/src/bin/sio-bench.rs).
+clients=20
 target="${CARGO_TARGET_DIR:-$PWD/target}"
 command -v valgrind >/dev/null || { echo "valgrind is needed (apt-get install valgrind)" >&2; exit 1; }
 echo "== build (release)" >&2
@@ -47,8 +49,21 @@ for server in socketioxide sio-tokio sio-smol sio-async-std; do
   for _ in $(seq 600); do grep -q "^listening on" "$out/log" 2>/dev/null && break; sleep 0.1; done
   addr="$(sed -n 's/^listening on //p' "$out/log" | head -1)"
   [ -n "$addr" ] || { echo "$server did not start under valgrind" >&2; cat "$out/err" >&2; exit 1; }
+  fds="$(ls "/proc/$pid/fd" | wc -l)"
   taskset -c 1 "$target/release/sio-bench" --runs 1 --quick --attach "$addr,$pid" \
-    --servers "$server" --scenarios "$scenario" --out "$out/report.md" >&2
+    --servers "$server" --scenarios "$scenario" --out "$out/report.md" >&2 &
+  loader=$!
+  # Once every client is connected (and a moment for their handshakes), callgrind writes what
+  # it counted so far to $server.cg.1 and starts again from zero: the start of the server and
+  # the handshakes stay out of the count, which then depends on the frames alone, not on how
+  # many of them fit in the run.
+  for _ in $(seq 600); do
+    [ "$(ls "/proc/$pid/fd" | wc -l)" -ge $((fds + clients)) ] && break
+    sleep 0.1
+  done
+  sleep 0.5
+  callgrind_control --dump "$pid" >/dev/null
+  wait "$loader"
   kill -TERM "$pid"
   wait "$pid" || true
   total="$(awk '/^(summary|totals):/ { print $2; exit }' "$out/$server.cg")"

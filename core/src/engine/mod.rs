@@ -632,8 +632,7 @@ impl Engine {
                 "ID_GENERATION_ERROR",
             );
         };
-        let request_headers = pending.handshake.headers.clone();
-        self.hook_headers(request, &request_headers, true);
+        self.hook_headers(request, &pending.handshake.headers, true);
         if pending.upgrade {
             let role = match transport {
                 Transport::WebSocket => Role::WsHandshake(pending.handshake, sid),
@@ -1369,13 +1368,23 @@ fn copy_uri(uri: &Uri) -> Uri {
     Uri::try_from(s).unwrap_or_default()
 }
 
-/// Copies headers into fresh allocations so they pin no buffer of the HTTP server.
+/// Copies headers into a fresh allocation so they pin no buffer of the HTTP server: one buffer
+/// for all the values, which the copies share, rather than one allocation each.
 fn copy_headers(headers: &HeaderMap) -> HeaderMap {
+    let mut values = Vec::with_capacity(headers.values().map(|v| v.len()).sum());
+    for value in headers.values() {
+        values.extend_from_slice(value.as_bytes());
+    }
+    let values = Bytes::from(values);
     let mut out = HeaderMap::with_capacity(headers.len());
+    let mut start = 0;
     for (name, value) in headers {
-        if let Ok(value) = HeaderValue::from_bytes(value.as_bytes()) {
-            out.append(name.clone(), value);
+        let end = start + value.len();
+        if let Ok(mut copy) = HeaderValue::from_maybe_shared(values.slice(start..end)) {
+            copy.set_sensitive(value.is_sensitive());
+            out.append(name.clone(), copy);
         }
+        start = end;
     }
     out
 }

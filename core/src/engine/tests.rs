@@ -1190,3 +1190,28 @@ fn generate_id_makes_the_session_ids_and_its_failures_refuse_the_handshake() {
     h.drain();
     assert_eq!(h.body(r), "4x");
 }
+
+#[test]
+fn handshake_headers_are_copied_whole_and_in_order_out_of_the_request_buffer() {
+    let buffer = Bytes::from_static(b"a=1; b=2text/plain");
+    let mut headers = HeaderMap::new();
+    let cookie = HeaderValue::from_maybe_shared(buffer.slice(0..8)).unwrap();
+    headers.append("cookie", cookie);
+    headers.append("cookie", HeaderValue::from_static("c=3"));
+    headers.append("accept", HeaderValue::from_static("text/plain"));
+    let mut secret = HeaderValue::from_static("Bearer x");
+    secret.set_sensitive(true);
+    headers.append("authorization", secret);
+    headers.append("x-empty", HeaderValue::from_static(""));
+
+    let copy = copy_headers(&headers);
+
+    assert_eq!(copy, headers);
+    let cookies: Vec<_> = copy.get_all("cookie").iter().collect();
+    assert_eq!(cookies, ["a=1; b=2", "c=3"]);
+    assert!(copy["authorization"].is_sensitive());
+    assert!(!copy["accept"].is_sensitive());
+    // The copy lives outside the request's buffer.
+    let range = buffer.as_ptr_range();
+    assert!(!range.contains(&copy["cookie"].as_bytes().as_ptr()));
+}

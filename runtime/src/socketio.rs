@@ -321,9 +321,10 @@ struct SocketEntry {
 }
 
 /// A socket's event handlers. A socket has a handful, so a list beats a hash map: no hashing, one
-/// allocation, and less memory per connection.
+/// allocation, and less memory per connection. A name is shared with its handler, which reports
+/// argument errors under it.
 #[derive(Default)]
-struct EventHandlers(Vec<(Box<str>, EventHandler)>);
+struct EventHandlers(Vec<(Arc<str>, EventHandler)>);
 
 impl EventHandlers {
     fn get(&self, event: &str) -> Option<&EventHandler> {
@@ -334,10 +335,10 @@ impl EventHandlers {
     }
 
     /// Sets the handler of `event`, replacing the one it had.
-    fn insert(&mut self, event: &str, handler: EventHandler) {
-        match self.0.iter_mut().find(|(name, _)| **name == *event) {
+    fn insert(&mut self, event: Arc<str>, handler: EventHandler) {
+        match self.0.iter_mut().find(|(name, _)| *name == event) {
             Some((_, old)) => *old = handler,
-            None => self.0.push((event.into(), handler)),
+            None => self.0.push((event, handler)),
         }
     }
 
@@ -1261,14 +1262,15 @@ impl<'a> SocketRef<'a> {
         T: DeserializeOwned + 'static,
         F: Fn(&mut SocketRef<'_>, T) + Send + Sync + 'static,
     {
-        let name = event.to_owned();
+        let event: Arc<str> = event.into();
+        let name = event.clone();
         let wrapped: SyncHandler =
             Arc::new(
                 move |socket, payload: Payload| match payload.into_args::<T>() {
                     Ok(args) => handler(socket, args),
                     Err(error) => {
                         let error = SocketError::Args {
-                            event: name.clone(),
+                            event: name.to_string(),
                             error,
                         };
                         let id = socket.socket;
@@ -1297,7 +1299,9 @@ impl<'a> SocketRef<'a> {
                 },
             );
         if let Some(entry) = self.entry_mut() {
-            entry.events.insert(event, EventHandler::Async(wrapped));
+            entry
+                .events
+                .insert(event.into(), EventHandler::Async(wrapped));
         }
     }
 

@@ -528,3 +528,36 @@ fn a_second_handler_replaces_the_first_and_off_removes_it() {
         vec![json!("other")]
     );
 }
+
+#[test]
+fn arguments_that_do_not_fit_the_handler_reach_the_error_listener_under_the_event_name() {
+    let mut kit = TestKit::new(ServerConfig::default());
+    kit.io().on_connection(|socket| {
+        socket.on("count", |socket, n: u32| {
+            let _ = socket.emit("counted", &n);
+        });
+        socket.on_error(|socket, error| {
+            let _ = socket.emit("error-seen", &error.to_string());
+        });
+    });
+    let client = kit.connect("/", json!({})).unwrap();
+    kit.emit(client, "count", &"three");
+    kit.emit(client, "count", &3);
+    let received: Vec<(String, Vec<Value>)> = kit
+        .received(client)
+        .into_iter()
+        .map(|m| (m.event, m.args.args))
+        .collect();
+    assert_eq!(
+        received,
+        vec![
+            (
+                "error-seen".to_owned(),
+                vec![json!(
+                    "bad arguments for \"count\": invalid type: string \"three\", expected u32"
+                )]
+            ),
+            ("counted".to_owned(), vec![json!(3)]),
+        ]
+    );
+}

@@ -850,14 +850,12 @@ impl Server {
                 self.timers.remove(&(at, TimerKey::Connect(session)));
             }
         }
-        let mut reply = Map::new();
-        reply.insert("sid".into(), Value::String(sid.as_str().to_owned()));
-        if let Some(pid) = pid {
-            reply.insert("pid".into(), Value::String(pid.as_str().to_owned()));
-        }
         let name = &self.namespaces[nsp.0 as usize].name;
-        let text = packet::encode_control(name, PacketType::Connect, Some(&Value::Object(reply)));
-        let _ = self.engine.send_frame(session, Frame::text_message(&text));
+        let Ok(reply) = Frame::try_text_message_in(&mut self.scratch, |out| {
+            packet::write_connect_reply(out, name, sid.as_str(), pid.as_ref().map(Sid::as_str));
+            Ok::<(), std::convert::Infallible>(())
+        });
+        let _ = self.engine.send_frame(session, reply);
         self.pump(now);
         Ok(())
     }

@@ -365,6 +365,19 @@ pub(crate) fn write_ack(
     Ok(())
 }
 
+/// Writes the CONNECT reply of a socket let into `nsp`: `0[nsp,]{"sid":..}`, with `"pid"` when the
+/// socket can recover its session.
+pub(crate) fn write_connect_reply(out: &mut Vec<u8>, nsp: &str, sid: &str, pid: Option<&str>) {
+    write_header(out, PacketType::Connect, nsp, None);
+    out.extend_from_slice(b"{\"sid\":");
+    write_json(out, sid);
+    if let Some(pid) = pid {
+        out.extend_from_slice(b",\"pid\":");
+        write_json(out, pid);
+    }
+    out.push(b'}');
+}
+
 /// Encodes a packet with optional JSON data and no attachments (CONNECT, DISCONNECT, CONNECT_ERROR).
 pub fn encode_control(nsp: &str, kind: PacketType, data: Option<&Value>) -> String {
     let mut out = Vec::new();

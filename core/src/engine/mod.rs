@@ -922,15 +922,16 @@ impl Engine {
         } else {
             "[]"
         };
+        // The open packet, `0` and its JSON, formatted straight into its frame.
         let open = format!(
-            "{{\"sid\":\"{}\",\"upgrades\":{},\"pingInterval\":{},\"pingTimeout\":{},\"maxPayload\":{}}}",
+            "0{{\"sid\":\"{}\",\"upgrades\":{},\"pingInterval\":{},\"pingTimeout\":{},\"maxPayload\":{}}}",
             sid,
             upgrades,
             self.config.ping_interval.as_millis(),
             self.config.ping_timeout.as_millis(),
             self.config.max_http_buffer_size,
         );
-        self.queue(id, Packet::Open(ByteString::from(open)).encode());
+        self.queue(id, Frame::Text(ByteString::from(open)));
         if let Some(initial) = &self.config.initial_packet {
             let frame = Frame::text_message(initial);
             self.queue(id, frame);

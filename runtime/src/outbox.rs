@@ -6,7 +6,8 @@
 //! then costs 10,000 `writev` calls and no task wake-up. The task takes over whenever the socket is
 //! full, and for everything else (the frames queued before the 101, tungstenite's pongs and close
 //! frames, connections without a lent socket), so that there is always one writer and the bytes go
-//! out in order. The queue takes memory only while bytes wait.
+//! out in order. The queue takes memory only while bytes wait; an emptied one goes to a short list
+//! the thread keeps for the next outbox that needs one.
 
 use std::collections::VecDeque;
 use std::io::{self, IoSlice};
@@ -36,6 +37,8 @@ pub(crate) enum Pushed {
 
 /// Slices handed to one `writev`.
 const MAX_SLICES: usize = 64;
+/// Up to this many queued chunks are written from a small array of slices.
+const FEW_CHUNKS: usize = 4;
 /// The longest header of an unmasked frame.
 const MAX_HEADER: usize = 10;
 /// The first header byte: the final fragment, and the opcodes of a text and a binary message.
@@ -145,6 +148,9 @@ impl Chunks {
         if self.front.is_none() {
             self.front = Some(chunk);
         } else {
+            if self.rest.capacity() == 0 {
+                self.rest = spare_queue();
+            }
             self.rest.push_back(chunk);
         }
     }
@@ -152,9 +158,43 @@ impl Chunks {
     fn pop_front(&mut self) {
         self.front = self.rest.pop_front();
         if self.rest.is_empty() && self.rest.capacity() > 0 {
-            self.rest = VecDeque::new();
+            keep_spare_queue(std::mem::take(&mut self.rest));
         }
     }
+}
+
+/// How many emptied queues a thread keeps for reuse, and up to which capacity.
+const SPARE_QUEUES: usize = 256;
+const SPARE_QUEUE_CAPACITY: usize = 8;
+
+thread_local! {
+    /// Emptied chunk queues, kept for the next outbox that needs one. A broadcast fills and
+    /// empties the queues of all its recipients together, far more than the allocator's
+    /// per-thread cache holds, so without these each would be a slow allocation and free.
+    static SPARE: std::cell::RefCell<Vec<VecDeque<Chunk>>> =
+        const { std::cell::RefCell::new(Vec::new()) };
+}
+
+/// An empty queue, with room from an earlier one when the thread kept any.
+fn spare_queue() -> VecDeque<Chunk> {
+    SPARE
+        .try_with(|spare| spare.borrow_mut().pop())
+        .ok()
+        .flatten()
+        .unwrap_or_default()
+}
+
+/// Keeps an emptied queue for reuse, unless the thread keeps enough already or it is large.
+fn keep_spare_queue(queue: VecDeque<Chunk>) {
+    if queue.capacity() > SPARE_QUEUE_CAPACITY {
+        return;
+    }
+    let _ = SPARE.try_with(|spare| {
+        let mut spare = spare.borrow_mut();
+        if spare.len() < SPARE_QUEUES {
+            spare.push(queue);
+        }
+    });
 }
 
 #[derive(Default)]
@@ -182,14 +222,21 @@ impl Inner {
         &mut self,
         write: impl FnOnce(&[IoSlice<'_>]) -> Poll<io::Result<usize>>,
     ) -> Poll<io::Result<usize>> {
-        // One chunk (a reply, an echo) needs two slices; filling 64 would cost more than writing.
+        // One chunk (a reply, an echo) needs two slices, a few (the messages of a busy room) a few
+        // more: filling 64 would cost more than writing them.
         let mut one = [IoSlice::new(&[]); 2];
+        let mut few;
         let mut many;
-        let slices: &mut [IoSlice<'_>] = if self.chunks.len() == 1 {
-            &mut one
-        } else {
-            many = [IoSlice::new(&[]); MAX_SLICES];
-            &mut many
+        let slices: &mut [IoSlice<'_>] = match self.chunks.len() {
+            1 => &mut one,
+            2..=FEW_CHUNKS => {
+                few = [IoSlice::new(&[]); 2 * FEW_CHUNKS];
+                &mut few
+            }
+            _ => {
+                many = [IoSlice::new(&[]); MAX_SLICES];
+                &mut many
+            }
         };
         let mut count = 0;
         for chunk in self.chunks.iter().take(MAX_SLICES / 2) {
@@ -413,9 +460,11 @@ mod tests {
     }
 
     #[test]
-    fn the_queue_keeps_order_and_frees_what_it_allocated() {
+    fn the_queue_keeps_order_and_gives_back_what_it_allocated() {
         let bodies =
             |chunks: &Chunks| -> Vec<Bytes> { chunks.iter().map(|c| c.body.clone()).collect() };
+        let spare = || SPARE.with(|spare| spare.borrow().len());
+        assert_eq!(spare(), 0);
         let mut chunks = Chunks::default();
         chunks.push_back(Chunk::raw(b"a"));
         assert_eq!((chunks.len(), chunks.rest.capacity()), (1, 0));
@@ -427,10 +476,26 @@ mod tests {
         assert_eq!(bodies(&chunks), ["b", "c"]);
         chunks.pop_front();
         assert_eq!(bodies(&chunks), ["c"]);
+        // The emptied queue is kept for the thread's next one, not freed.
         assert_eq!(chunks.rest.capacity(), 0);
+        assert_eq!(spare(), 1);
         chunks.pop_front();
         assert!(chunks.is_empty());
         assert_eq!(chunks.len(), 0);
+        let mut other = Chunks::default();
+        other.push_back(Chunk::raw(b"d"));
+        other.push_back(Chunk::raw(b"e"));
+        assert_eq!(spare(), 0);
+        assert_eq!(bodies(&other), ["d", "e"]);
+        assert!(other.rest.capacity() > 0);
+        // A queue grown large is freed rather than kept.
+        for _ in 0..SPARE_QUEUE_CAPACITY {
+            other.push_back(Chunk::raw(b"f"));
+        }
+        while !other.is_empty() {
+            other.pop_front();
+        }
+        assert_eq!(spare(), 0);
     }
 
     /// A socket that takes at most `room` bytes, then reports `WouldBlock`.

@@ -425,7 +425,7 @@ impl<A: App> Driver<A> {
         match transmit {
             Transmit::Response { request, response } => {
                 if let Some(Slot::Http(reply)) = self.slots.remove(&request) {
-                    reply.send(Outcome::Response(response));
+                    reply.send(Outcome::Response(*response));
                 }
                 false
             }
@@ -447,7 +447,7 @@ impl<A: App> Driver<A> {
                     // the outbox for the 101, and the connection saves a trip through the driver.
                     // A connection that goes away before its upgrade reports `Closed`.
                     let out = Outbox::new(self.ws_queue);
-                    reply.send(Outcome::AcceptWebSocket(headers, out.clone()));
+                    reply.send(Outcome::AcceptWebSocket(*headers, out.clone()));
                     self.slots.insert(request, Slot::Ws(OutboxHandle(out)));
                     let now = self.runtime.now();
                     self.app.core().handle_ws_open(now, request);

@@ -169,8 +169,9 @@ pub enum Transmit {
     Response {
         /// The request.
         request: RequestId,
-        /// The response; the caller adds `Content-Length`.
-        response: Response<Bytes>,
+        /// The response; the caller adds `Content-Length`. Boxed, as the rarer and larger
+        /// variants are: every frame of every socket is a `Transmit` moved through a queue.
+        response: Box<Response<Bytes>>,
     },
     /// Read the body of this POST, at most `limit` bytes, and pass it to
     /// [`Engine::handle_request_body`].
@@ -191,7 +192,7 @@ pub enum Transmit {
         /// The request.
         request: RequestId,
         /// Extra headers for the 101.
-        headers: HeaderMap,
+        headers: Box<HeaderMap>,
     },
     /// Send a frame on a WebSocket.
     Frame {
@@ -842,8 +843,10 @@ impl Engine {
                 response.headers_mut().append(name.clone(), value.clone());
             }
         }
-        self.transmits
-            .push_back(Transmit::Response { request, response });
+        self.transmits.push_back(Transmit::Response {
+            request,
+            response: Box::new(response),
+        });
     }
 
     /// Adds headers to the eventual response of `request`.
@@ -883,8 +886,10 @@ impl Engine {
     fn accept_websocket(&mut self, request: RequestId, role: Role) {
         self.requests.insert(request, role);
         let headers = self.extra_headers.remove(&request).unwrap_or_default();
-        self.transmits
-            .push_back(Transmit::AcceptWebSocket { request, headers });
+        self.transmits.push_back(Transmit::AcceptWebSocket {
+            request,
+            headers: Box::new(headers),
+        });
     }
 
     /// Opens a session carried by `request`: the handshake GET or the WebSocket.

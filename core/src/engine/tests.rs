@@ -89,7 +89,7 @@ impl Harness {
             .iter()
             .position(|t| matches!(t, Transmit::Response { request: r, .. } if *r == request))?;
         match self.transmits.remove(i) {
-            Transmit::Response { response, .. } => Some(response),
+            Transmit::Response { response, .. } => Some(*response),
             _ => unreachable!(),
         }
     }

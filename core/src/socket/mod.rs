@@ -669,8 +669,10 @@ impl Server {
                 .strip_prefix(path)
                 .and_then(|name| bundle.respond(name, &head.headers));
             if let Some(response) = response {
-                self.transmits
-                    .push_back(Transmit::Response { request, response });
+                self.transmits.push_back(Transmit::Response {
+                    request,
+                    response: Box::new(response),
+                });
                 return;
             }
         }

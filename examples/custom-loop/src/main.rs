@@ -139,10 +139,10 @@ fn run(inputs: Receiver<Input>) {
 
 fn route(routes: &mut HashMap<RequestId, Sender<Output>>, transmit: Transmit) {
     let (id, output, done) = match transmit {
-        Transmit::Response { request, response } => (request, Output::Response(response), true),
+        Transmit::Response { request, response } => (request, Output::Response(*response), true),
         Transmit::ReadBody { request, limit } => (request, Output::ReadBody(limit), false),
         Transmit::Abort { request } => (request, Output::Abort, true),
-        Transmit::AcceptWebSocket { request, headers } => (request, Output::Accept(headers), true),
+        Transmit::AcceptWebSocket { request, headers } => (request, Output::Accept(*headers), true),
         Transmit::Frame { request, frame } => (request, Output::Frame(frame), false),
         Transmit::CloseWebSocket { request } => (request, Output::Close, true),
     };

@@ -1452,16 +1452,16 @@ impl Server {
                 let keep = |s: &SocketId| !excluded.contains(s) && self.is_connected(*s);
                 // One room (or the whole namespace) is already sorted and unique: no set to build,
                 // which is the common broadcast.
+                // Sized for every member up front: a large room would otherwise grow the list
+                // a dozen times.
+                let sorted = |members: &BTreeSet<SocketId>| {
+                    let mut list = Vec::with_capacity(members.len());
+                    list.extend(members.iter().copied().filter(keep));
+                    list
+                };
                 let list = match rooms.as_slice() {
-                    [] => namespace.sockets.iter().copied().filter(keep).collect(),
-                    [room] => namespace
-                        .rooms
-                        .get(room)
-                        .into_iter()
-                        .flatten()
-                        .copied()
-                        .filter(keep)
-                        .collect(),
+                    [] => sorted(&namespace.sockets),
+                    [room] => namespace.rooms.get(room).map(sorted).unwrap_or_default(),
                     _ => {
                         let mut set = BTreeSet::new();
                         for room in rooms {

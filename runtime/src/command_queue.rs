@@ -83,15 +83,18 @@ struct Waiting {
 }
 
 impl Waiting {
-    /// Parks `ticket` (a new one when `None`) with `waker`, or updates its waker.
-    fn park(&mut self, ticket: &mut Option<u64>, waker: &Waker) {
+    /// Parks `ticket` (a new one when `None`) with `waker`, or updates its waker; returns the
+    /// waker it replaced.
+    fn park(&mut self, ticket: &mut Option<u64>, waker: &Waker) -> Option<Waker> {
         match ticket {
             Some(t) => match self.wakers.get_mut(t) {
-                Some(w) => w.clone_from(waker),
+                Some(w) if w.will_wake(waker) => None,
+                Some(w) => Some(std::mem::replace(w, waker.clone())),
                 None => {
                     // Woken, but another sender took the room first: first in line again.
                     self.wakers.insert(*t, waker.clone());
                     self.order.push_front(*t);
+                    None
                 }
             },
             None => {
@@ -100,13 +103,14 @@ impl Waiting {
                 self.wakers.insert(t, waker.clone());
                 self.order.push_back(t);
                 *ticket = Some(t);
+                None
             }
         }
     }
 
-    /// Forgets `ticket`; whether it was still parked (not woken yet).
-    fn leave(&mut self, ticket: u64) -> bool {
-        let parked = self.wakers.remove(&ticket).is_some();
+    /// Forgets `ticket`; its waker if it was still parked (not woken yet).
+    fn leave(&mut self, ticket: u64) -> Option<Waker> {
+        let parked = self.wakers.remove(&ticket);
         if self.wakers.is_empty() {
             self.order.clear();
         }
@@ -210,21 +214,23 @@ impl<T> Future for Send<'_, T> {
         let Some(item) = this.item.take() else {
             return Poll::Ready(Ok(()));
         };
-        let receiver = {
+        // Wakers are woken and dropped once the lock is released: the last reference to a task
+        // frees the task, and with it maybe a sender of this queue.
+        let (receiver, _replaced) = {
             let mut state = this.queue.lock();
             if state.closed {
                 return Poll::Ready(Err(Closed));
             }
             if state.items.len() >= state.capacity {
-                state.waiting.park(&mut this.ticket, cx.waker());
+                let replaced = state.waiting.park(&mut this.ticket, cx.waker());
                 this.item = Some(item);
+                drop(state);
+                drop(replaced);
                 return Poll::Pending;
             }
-            if let Some(ticket) = this.ticket.take() {
-                state.waiting.leave(ticket);
-            }
+            let left = this.ticket.take().and_then(|t| state.waiting.leave(t));
             state.items.push_back(item);
-            state.receiver.take()
+            (state.receiver.take(), left)
         };
         if let Some(waker) = receiver {
             waker.wake();
@@ -238,16 +244,17 @@ impl<T> Drop for Send<'_, T> {
         let Some(ticket) = self.ticket else {
             return;
         };
-        let next = {
+        let (next, _parked) = {
             let mut state = self.queue.lock();
             let parked = state.waiting.leave(ticket);
             // Woken for a room it will not take: the next in line gets it.
             let room = state.items.len() < state.capacity;
-            if !parked && room && !state.closed {
+            let next = if parked.is_none() && room && !state.closed {
                 state.waiting.next()
             } else {
                 None
-            }
+            };
+            (next, parked)
         };
         if let Some(waker) = next {
             waker.wake();
@@ -324,10 +331,12 @@ impl<T> Future for Recv<'_, T> {
                 Some(item) => (item, state.waiting.next()),
                 None if state.closed => return Poll::Ready(Err(Closed)),
                 None => {
-                    match &mut state.receiver {
-                        Some(waker) => waker.clone_from(cx.waker()),
-                        None => state.receiver = Some(cx.waker().clone()),
-                    }
+                    let replaced = match &mut state.receiver {
+                        Some(waker) if waker.will_wake(cx.waker()) => None,
+                        slot => slot.replace(cx.waker().clone()),
+                    };
+                    drop(state);
+                    drop(replaced);
                     return Poll::Pending;
                 }
             }

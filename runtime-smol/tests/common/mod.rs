@@ -13,7 +13,11 @@ fn nice_in_stat(stat: &str) -> (String, i64) {
 pub fn nice_of_helper_threads() -> Vec<i64> {
     let mut nice = Vec::new();
     for task in std::fs::read_dir("/proc/self/task").unwrap() {
-        let stat = std::fs::read_to_string(task.unwrap().path().join("stat")).unwrap();
+        // A thread listed may be gone by the time its stat is read (ESRCH): it is not the helper,
+        // which lives as long as the process.
+        let Ok(stat) = std::fs::read_to_string(task.unwrap().path().join("stat")) else {
+            continue;
+        };
         let (name, value) = nice_in_stat(&stat);
         if name == "async-io" {
             nice.push(value);

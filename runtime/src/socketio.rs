@@ -153,9 +153,15 @@ impl std::error::Error for SocketError {}
 
 type ConnectionHandler = Arc<dyn Fn(&mut SocketRef<'_>) + Send + Sync>;
 type Middleware = Arc<dyn Fn(&mut SocketRef<'_>, &Value) -> Result<(), ConnectError> + Send + Sync>;
-type SyncHandler = Arc<dyn Fn(&mut SocketRef<'_>, Payload) + Send + Sync>;
-type AsyncHandler =
-    Arc<dyn Fn(SocketHandle, Payload, Option<AckSender>) -> BoxFuture + Send + Sync>;
+/// An event handler; `Err` when the arguments do not fit its type (reported to `on_error`).
+type SyncHandler =
+    Arc<dyn Fn(&mut SocketRef<'_>, Payload) -> Result<(), PayloadError> + Send + Sync>;
+/// An async event handler: the task to spawn, or `Err` as for [`SyncHandler`].
+type AsyncHandler = Arc<
+    dyn Fn(SocketHandle, Payload, Option<AckSender>) -> Result<BoxFuture, PayloadError>
+        + Send
+        + Sync,
+>;
 type AnyHandler = Arc<dyn Fn(&mut SocketRef<'_>, &str, &Payload) + Send + Sync>;
 type PacketMiddleware =
     Arc<dyn Fn(&mut SocketRef<'_>, &str, &Payload) -> Result<(), String> + Send + Sync>;
@@ -321,10 +327,9 @@ struct SocketEntry {
 }
 
 /// A socket's event handlers. A socket has a handful, so a list beats a hash map: no hashing, one
-/// allocation, and less memory per connection. A name is shared with its handler, which reports
-/// argument errors under it.
+/// allocation, and less memory per connection.
 #[derive(Default)]
-struct EventHandlers(Vec<(Arc<str>, EventHandler)>);
+struct EventHandlers(Vec<(Box<str>, EventHandler)>);
 
 impl EventHandlers {
     fn get(&self, event: &str) -> Option<&EventHandler> {
@@ -335,10 +340,10 @@ impl EventHandlers {
     }
 
     /// Sets the handler of `event`, replacing the one it had.
-    fn insert(&mut self, event: Arc<str>, handler: EventHandler) {
-        match self.0.iter_mut().find(|(name, _)| *name == event) {
+    fn insert(&mut self, event: &str, handler: EventHandler) {
+        match self.0.iter_mut().find(|(name, _)| **name == *event) {
             Some((_, old)) => *old = handler,
-            None => self.0.push((event, handler)),
+            None => self.0.push((event.into(), handler)),
         }
     }
 
@@ -867,7 +872,7 @@ impl<'a> IoRef<'a> {
         if !socket_ref.connected() {
             return;
         }
-        match handler {
+        let fitted = match handler {
             Some(EventHandler::Sync(handler)) => handler(&mut socket_ref, args),
             Some(EventHandler::Async(handler)) => {
                 let Some(handle) = socket_ref.handle() else {
@@ -877,10 +882,12 @@ impl<'a> IoRef<'a> {
                     socket: handle.clone(),
                     id,
                 });
-                let task = handler(handle, args, ack);
-                self.state.runtime.spawn(task);
+                handler(handle, args, ack).map(|task| self.state.runtime.spawn(task))
             }
-            None => {}
+            None => Ok(()),
+        };
+        if let Err(error) = fitted {
+            self.emit_error(socket, &SocketError::Args { event, error });
         }
     }
 
@@ -1253,7 +1260,8 @@ impl<'a> SocketRef<'a> {
     }
 
     /// Listens to `event`; the arguments are read as `T` (see [`Payload`] for the mapping; use
-    /// `Payload` itself for the raw arguments).
+    /// `Payload` itself for the raw arguments). Arguments that do not fit `T` go to the
+    /// [`on_error`](Self::on_error) listeners as [`SocketError::Args`] instead.
     ///
     /// A socket has one handler per event: a second `on` (or `on_async`) for the same event
     /// replaces the first.
@@ -1262,46 +1270,29 @@ impl<'a> SocketRef<'a> {
         T: DeserializeOwned + 'static,
         F: Fn(&mut SocketRef<'_>, T) + Send + Sync + 'static,
     {
-        let event: Arc<str> = event.into();
-        let name = event.clone();
-        let wrapped: SyncHandler =
-            Arc::new(
-                move |socket, payload: Payload| match payload.into_args::<T>() {
-                    Ok(args) => handler(socket, args),
-                    Err(error) => {
-                        let error = SocketError::Args {
-                            event: name.to_string(),
-                            error,
-                        };
-                        let id = socket.socket;
-                        socket.io.emit_error(id, &error);
-                    }
-                },
-            );
+        let wrapped: SyncHandler = Arc::new(move |socket, payload: Payload| {
+            payload.into_args::<T>().map(|args| handler(socket, args))
+        });
         if let Some(entry) = self.entry_mut() {
             entry.events.insert(event, EventHandler::Sync(wrapped));
         }
     }
 
     /// Listens to `event` with an async handler, spawned on the runtime for each event. It gets a
-    /// [`SocketHandle`] and, when the client asked for one, an [`AckSender`].
+    /// [`SocketHandle`] and, when the client asked for one, an [`AckSender`]. Arguments that do
+    /// not fit `T` go to the [`on_error`](Self::on_error) listeners, as with [`on`](Self::on).
     pub fn on_async<T, F, Fut>(&mut self, event: &str, handler: F)
     where
         T: DeserializeOwned + Send + 'static,
         F: Fn(SocketHandle, T, Option<AckSender>) -> Fut + Send + Sync + 'static,
         Fut: Future<Output = ()> + Send + 'static,
     {
-        let wrapped: AsyncHandler =
-            Arc::new(
-                move |socket, payload: Payload, ack| match payload.into_args::<T>() {
-                    Ok(args) => Box::pin(handler(socket, args, ack)),
-                    Err(_) => Box::pin(async {}),
-                },
-            );
+        let wrapped: AsyncHandler = Arc::new(move |socket, payload: Payload, ack| {
+            let args = payload.into_args::<T>()?;
+            Ok(Box::pin(handler(socket, args, ack)) as BoxFuture)
+        });
         if let Some(entry) = self.entry_mut() {
-            entry
-                .events
-                .insert(event.into(), EventHandler::Async(wrapped));
+            entry.events.insert(event, EventHandler::Async(wrapped));
         }
     }
 

@@ -536,12 +536,16 @@ fn arguments_that_do_not_fit_the_handler_reach_the_error_listener_under_the_even
         socket.on("count", |socket, n: u32| {
             let _ = socket.emit("counted", &n);
         });
+        socket.on_async("count-later", |socket, n: u32, _| async move {
+            let _ = socket.emit("counted", &n).await;
+        });
         socket.on_error(|socket, error| {
             let _ = socket.emit("error-seen", &error.to_string());
         });
     });
     let client = kit.connect("/", json!({})).unwrap();
     kit.emit(client, "count", &"three");
+    kit.emit(client, "count-later", &"x");
     kit.emit(client, "count", &3);
     let received: Vec<(String, Vec<Value>)> = kit
         .received(client)
@@ -555,6 +559,12 @@ fn arguments_that_do_not_fit_the_handler_reach_the_error_listener_under_the_even
                 "error-seen".to_owned(),
                 vec![json!(
                     "bad arguments for \"count\": invalid type: string \"three\", expected u32"
+                )]
+            ),
+            (
+                "error-seen".to_owned(),
+                vec![json!(
+                    "bad arguments for \"count-later\": invalid type: string \"x\", expected u32"
                 )]
             ),
             ("counted".to_owned(), vec![json!(3)]),

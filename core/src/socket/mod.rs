@@ -1051,11 +1051,16 @@ impl Server {
             return;
         }
         let nsp = s.nsp;
-        self.namespaces[nsp.0 as usize]
-            .rooms
-            .entry(room.to_owned())
-            .or_default()
-            .insert(socket);
+        let rooms = &mut self.namespaces[nsp.0 as usize].rooms;
+        // A room that exists takes the member without a copy of its name.
+        match rooms.get_mut(room) {
+            Some(members) => {
+                members.insert(socket);
+            }
+            None => {
+                rooms.insert(room.to_owned(), BTreeSet::from([socket]));
+            }
+        }
     }
 
     /// Removes a socket from a room.

@@ -6,8 +6,9 @@
 //! notifies listener lists on both ends of every item: about 500 instructions per frame, against
 //! about 200 here (callgrind, `bench/instructions.sh`).
 //!
-//! Senders that find the queue full wait in arrival order, and one is woken for each item the
-//! driver takes. The queue closes when the last sender or the receiver is dropped; the receiver
+//! Senders that find the queue full wait, and one is woken for each item the driver takes, in the
+//! order they came (a sender arriving just as room frees may still take it first, as with a
+//! general channel). The queue closes when the last sender or the receiver is dropped; the receiver
 //! still takes what was queued before the last sender left.
 
 use std::collections::VecDeque;
@@ -112,6 +113,11 @@ impl Waiting {
         let parked = self.wakers.remove(&ticket);
         if self.wakers.is_empty() {
             self.order.clear();
+        } else if self.order.len() > 2 * self.wakers.len() + 16 {
+            // Senders that gave up while others wait behind a live one leave their tickets in
+            // line: drop them before they pile up.
+            let wakers = &self.wakers;
+            self.order.retain(|t| wakers.contains_key(t));
         }
         parked
     }
@@ -302,13 +308,15 @@ impl<T> Receiver<T> {
 
 impl<T> Drop for Receiver<T> {
     fn drop(&mut self) {
-        let (items, waiting) = {
+        let (items, waiting, receiver) = {
             let mut state = self.queue.lock();
             state.closed = true;
-            (std::mem::take(&mut state.items), state.waiting.all())
+            let items = std::mem::take(&mut state.items);
+            (items, state.waiting.all(), state.receiver.take())
         };
         // Outside the lock: an item may hold a sender of this queue, whose drop takes it.
         drop(items);
+        drop(receiver);
         for waker in waiting {
             waker.wake();
         }
@@ -451,6 +459,36 @@ mod tests {
         assert_eq!(rx.try_recv(), Some(9));
         assert_eq!((first.woken.count(), second.woken.count()), (2, 0));
         assert_eq!(first.poll(), Poll::Ready(Ok(())));
+    }
+
+    #[test]
+    fn senders_that_give_up_behind_a_waiting_one_leave_no_tickets_behind() {
+        let (tx, _rx) = bounded(1);
+        let (mut first, _second) = two_parked(&tx);
+        for item in 3..200 {
+            let mut gives_up = tx.send(item);
+            assert_eq!(poll(&mut gives_up, &Waker::noop().clone()), Poll::Pending);
+        }
+        let waiting = |tx: &Sender<i32>| {
+            let state = tx.queue.lock();
+            (state.waiting.wakers.len(), state.waiting.order.len())
+        };
+        let (wakers, order) = waiting(&tx);
+        assert_eq!(wakers, 2);
+        assert!(order <= 2 * wakers + 17, "{order} tickets in line");
+        assert_eq!(first.poll(), Poll::Pending);
+    }
+
+    #[test]
+    fn a_dropped_receiver_lets_go_of_its_waker_while_senders_live() {
+        let (tx, rx) = bounded::<i32>(1);
+        let (count, waker) = CountingWaker::new();
+        assert_eq!(poll(&mut rx.recv(), &waker), Poll::Pending);
+        // This test's two handles and the queue's.
+        assert_eq!(Arc::strong_count(&count), 3);
+        drop(rx);
+        assert_eq!(Arc::strong_count(&count), 2);
+        assert_eq!(tx.try_send(1), Err(TrySendError::Closed(1)));
     }
 
     #[test]

@@ -73,6 +73,27 @@ struct State<T> {
     waiting: Waiting,
 }
 
+impl<T> State<T> {
+    /// Queues `item` when the queue is open and has room; the driver's waker, to wake once the
+    /// lock is released.
+    fn push(&mut self, item: T) -> Result<Option<Waker>, TrySendError<T>> {
+        if self.closed {
+            return Err(TrySendError::Closed(item));
+        }
+        if self.items.len() >= self.capacity {
+            return Err(TrySendError::Full(item));
+        }
+        self.items.push_back(item);
+        Ok(self.receiver.take())
+    }
+
+    /// Takes the next item, with the waker of the sender its room goes to.
+    fn pop(&mut self) -> Option<(T, Option<Waker>)> {
+        let item = self.items.pop_front()?;
+        Some((item, self.waiting.next()))
+    }
+}
+
 /// Senders waiting for room, by ticket, in arrival order. A ticket leaves `wakers` when its
 /// sender is woken or gives up; `order` may still name it, and is skipped past then.
 #[derive(Default)]
@@ -173,17 +194,7 @@ impl<T> Drop for Sender<T> {
 impl<T> Sender<T> {
     /// Queues `item` if there is room, without waiting.
     pub fn try_send(&self, item: T) -> Result<(), TrySendError<T>> {
-        let receiver = {
-            let mut state = self.queue.lock();
-            if state.closed {
-                return Err(TrySendError::Closed(item));
-            }
-            if state.items.len() >= state.capacity {
-                return Err(TrySendError::Full(item));
-            }
-            state.items.push_back(item);
-            state.receiver.take()
-        };
+        let receiver = self.queue.lock().push(item)?;
         if let Some(waker) = receiver {
             waker.wake();
         }
@@ -221,21 +232,26 @@ impl<T> Future for Send<'_, T> {
         };
         // Wakers are woken and dropped once the lock is released: the last reference to a task
         // frees the task, and with it maybe a sender of this queue.
-        let (receiver, _replaced) = {
+        let (receiver, _left) = {
             let mut state = this.queue.lock();
-            if state.closed {
-                return Poll::Ready(Err(Closed));
+            match state.push(item) {
+                Ok(receiver) => {
+                    let left = this.ticket.take().and_then(|t| state.waiting.leave(t));
+                    (receiver, left)
+                }
+                Err(TrySendError::Full(item)) => {
+                    let replaced = state.waiting.park(&mut this.ticket, cx.waker());
+                    this.item = Some(item);
+                    drop(state);
+                    drop(replaced);
+                    return Poll::Pending;
+                }
+                Err(TrySendError::Closed(item)) => {
+                    drop(state);
+                    drop(item);
+                    return Poll::Ready(Err(Closed));
+                }
             }
-            if state.items.len() >= state.capacity {
-                let replaced = state.waiting.park(&mut this.ticket, cx.waker());
-                this.item = Some(item);
-                drop(state);
-                drop(replaced);
-                return Poll::Pending;
-            }
-            let left = this.ticket.take().and_then(|t| state.waiting.leave(t));
-            state.items.push_back(item);
-            (state.receiver.take(), left)
         };
         if let Some(waker) = receiver {
             waker.wake();
@@ -275,19 +291,11 @@ pub(crate) struct Receiver<T> {
 impl<T> Receiver<T> {
     /// The next item, without waiting.
     pub fn try_recv(&self) -> Option<T> {
-        let (item, next) = {
-            let mut state = self.queue.lock();
-            let item = state.items.pop_front();
-            let next = match item {
-                Some(_) => state.waiting.next(),
-                None => None,
-            };
-            (item, next)
-        };
+        let (item, next) = self.queue.lock().pop()?;
         if let Some(waker) = next {
             waker.wake();
         }
-        item
+        Some(item)
     }
 
     /// The next item, waiting for one; `Err` once the queue is closed and empty.
@@ -334,8 +342,8 @@ impl<T> Future for Recv<'_, T> {
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
         let (item, next) = {
             let mut state = self.receiver.queue.lock();
-            match state.items.pop_front() {
-                Some(item) => (item, state.waiting.next()),
+            match state.pop() {
+                Some(popped) => popped,
                 None if state.closed => return Poll::Ready(Err(Closed)),
                 None => {
                     let replaced = match &mut state.receiver {

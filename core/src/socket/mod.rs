@@ -1456,9 +1456,8 @@ impl Server {
                     .collect();
                 let keep = |s: &SocketId| !excluded.contains(s) && self.is_connected(*s);
                 // One room (or the whole namespace) is already sorted and unique: no set to build,
-                // which is the common broadcast.
-                // Sized for every member up front: a large room would otherwise grow the list
-                // a dozen times.
+                // which is the common broadcast. The list is sized for every member up front: a
+                // large room would otherwise grow it a dozen times.
                 let sorted = |members: &BTreeSet<SocketId>| {
                     let mut list = Vec::with_capacity(members.len());
                     list.extend(members.iter().copied().filter(keep));

@@ -471,14 +471,10 @@ fn report(results: &Results, options: &Options, scenarios: &[Scenario]) -> Strin
         };
         out.push_str(&format!("| {what} | {measured} | {met} |\n"));
     }
-    let control = spread_from_tokio(results, CONTROL);
-    if control.is_some() {
+    if let Some((spread, figure)) = spread_from_tokio(results, CONTROL) {
         out.push_str(&format!(
-            "\nNoise floor, to read the ratios against: {CONTROL}, the same server run again in each round, against sio-tokio: {}.\n",
-            control.as_ref().map_or("n/a".to_owned(), |(w, f)| format!(
-                "apart by up to {} × either way ({f})",
-                format_value(*w)
-            ))
+            "\nNoise floor, to read the ratios against: {CONTROL}, the same server run again in each round, against sio-tokio: apart by up to {} × either way ({figure}).\n",
+            format_value(spread)
         ));
     }
     let ratio_columns: Vec<(&str, &str)> = [

@@ -5,7 +5,8 @@
 //! side more often than data arrives (after each response, and whenever the connection's task
 //! wakes while a request waits for the driver), so most of those calls failed with `EAGAIN`:
 //! about three failed `recvfrom` per long-polling request. Like tokio, [`AsyncIoStream`] takes a
-//! short read as "drained" and then waits for the reactor before it reads again.
+//! short read as "drained" and then waits for an event before it reads again. On Linux the
+//! connections are registered edge-triggered ([`edge`]).
 
 use std::io::{self, Read, Write};
 use std::net::{Shutdown, SocketAddr, TcpListener, TcpStream};
@@ -17,6 +18,66 @@ use std::time::Instant;
 use async_io::Async;
 
 use crate::{Listener, SocketWriter, Timer};
+use edge::EdgeSocket;
+
+#[cfg(any(target_os = "linux", target_os = "android"))]
+mod edge;
+
+/// Elsewhere, async-io's one-shot registration behind the same interface: a wait after a failed
+/// read or write re-arms the socket.
+#[cfg(not(any(target_os = "linux", target_os = "android")))]
+mod edge {
+    use std::io;
+    use std::net::TcpStream;
+    use std::sync::atomic::{AtomicBool, Ordering};
+    use std::task::{Context, Poll, ready};
+
+    use async_io::Async;
+
+    pub(crate) struct EdgeSocket {
+        io: Async<TcpStream>,
+        drained: AtomicBool,
+        full: AtomicBool,
+    }
+
+    impl EdgeSocket {
+        pub(crate) fn new(stream: TcpStream) -> io::Result<EdgeSocket> {
+            Ok(EdgeSocket {
+                io: Async::new(stream)?,
+                drained: AtomicBool::new(false),
+                full: AtomicBool::new(false),
+            })
+        }
+
+        pub(crate) fn get_ref(&self) -> &TcpStream {
+            self.io.get_ref()
+        }
+
+        pub(crate) fn poll_read_ready(&self, cx: &mut Context<'_>) -> Poll<io::Result<u32>> {
+            if self.drained.load(Ordering::Acquire) {
+                ready!(self.io.poll_readable(cx))?;
+                self.drained.store(false, Ordering::Release);
+            }
+            Poll::Ready(Ok(0))
+        }
+
+        pub(crate) fn poll_write_ready(&self, cx: &mut Context<'_>) -> Poll<io::Result<u32>> {
+            if self.full.load(Ordering::Acquire) {
+                ready!(self.io.poll_writable(cx))?;
+                self.full.store(false, Ordering::Release);
+            }
+            Poll::Ready(Ok(0))
+        }
+
+        pub(crate) fn clear_read_ready(&self, _: u32) {
+            self.drained.store(true, Ordering::Release);
+        }
+
+        pub(crate) fn clear_write_ready(&self, _: u32) {
+            self.full.store(true, Ordering::Release);
+        }
+    }
+}
 
 /// The nice value [`lower_reactor_helper_priority`] gives async-io's helper thread: the lowest.
 pub const REACTOR_HELPER_NICE: i32 = 19;
@@ -144,14 +205,9 @@ impl Listener for AsyncIoListener {
     async fn accept(&mut self) -> io::Result<(AsyncIoStream, SocketAddr)> {
         let (stream, peer) = self.0.read_with(accept_nonblocking).await?;
         // Socket.IO packets are small and latency matters; the glue batches its own writes.
-        let _ = stream.get_ref().set_nodelay(true);
-        Ok((
-            AsyncIoStream {
-                io: Arc::new(stream),
-                drained: false,
-            },
-            peer,
-        ))
+        let _ = stream.set_nodelay(true);
+        let io = Arc::new(EdgeSocket::new(stream)?);
+        Ok((AsyncIoStream { io }, peer))
     }
 
     fn writer(io: &AsyncIoStream) -> Option<Arc<dyn SocketWriter>> {
@@ -159,32 +215,31 @@ impl Listener for AsyncIoListener {
     }
 }
 
-/// Accepts a connection already in non-blocking mode and registers it with the reactor.
+/// Accepts a connection already in non-blocking mode.
 ///
 /// async-io's own `accept` sets the mode with a second system call (`ioctl`) for every connection;
 /// `accept4` with `SOCK_NONBLOCK` does both in one.
 #[cfg(any(target_os = "linux", target_os = "android"))]
-fn accept_nonblocking(listener: &TcpListener) -> io::Result<(Async<TcpStream>, SocketAddr)> {
+fn accept_nonblocking(listener: &TcpListener) -> io::Result<(TcpStream, SocketAddr)> {
     use rustix::net::SocketFlags;
     let (fd, peer) =
         rustix::net::acceptfrom_with(listener, SocketFlags::NONBLOCK | SocketFlags::CLOEXEC)?;
-    let stream = Async::new_nonblocking(TcpStream::from(fd))?;
+    let stream = TcpStream::from(fd);
     let peer = match peer.map(SocketAddr::try_from) {
         Some(Ok(peer)) => peer,
         // A TCP listener's peer is always an IP address; ask the socket if the kernel said nothing.
-        _ => stream.get_ref().peer_addr()?,
+        _ => stream.peer_addr()?,
     };
     Ok((stream, peer))
 }
 
-/// Accepts a connection and registers it with the reactor.
+/// Accepts a connection (registering it makes it non-blocking).
 #[cfg(not(any(target_os = "linux", target_os = "android")))]
-fn accept_nonblocking(listener: &TcpListener) -> io::Result<(Async<TcpStream>, SocketAddr)> {
-    let (stream, peer) = listener.accept()?;
-    Ok((Async::new(stream)?, peer))
+fn accept_nonblocking(listener: &TcpListener) -> io::Result<(TcpStream, SocketAddr)> {
+    listener.accept()
 }
 
-impl SocketWriter for Async<TcpStream> {
+impl SocketWriter for EdgeSocket {
     fn try_write_vectored(&self, bufs: &[io::IoSlice<'_>]) -> io::Result<usize> {
         // The socket is non-blocking: a full buffer answers `WouldBlock`.
         let mut socket: &TcpStream = self.get_ref();
@@ -195,9 +250,7 @@ impl SocketWriter for Async<TcpStream> {
 /// A TCP connection on the async-io reactor, as hyper I/O.
 pub struct AsyncIoStream {
     /// Shared with the driver, which writes WebSocket frames to it (see [`SocketWriter`]).
-    io: Arc<Async<TcpStream>>,
-    /// The last read was short or failed with `EAGAIN`: wait for the reactor before reading again.
-    drained: bool,
+    io: Arc<EdgeSocket>,
 }
 
 impl hyper::rt::Read for AsyncIoStream {
@@ -206,26 +259,42 @@ impl hyper::rt::Read for AsyncIoStream {
         cx: &mut Context<'_>,
         buf: hyper::rt::ReadBufCursor<'_>,
     ) -> Poll<io::Result<()>> {
-        let this = self.get_mut();
-        let io = &this.io;
-        let drained = &mut this.drained;
+        let io = &self.io;
         crate::io::read_into(buf, |scratch| {
             loop {
-                if *drained {
-                    ready!(io.poll_readable(cx))?;
-                    *drained = false;
-                }
+                let tick = ready!(io.poll_read_ready(cx))?;
                 match io.get_ref().read(scratch) {
                     Ok(n) => {
-                        *drained = n < scratch.len();
+                        // A short read emptied the socket: the next one waits for an event.
+                        if n < scratch.len() {
+                            io.clear_read_ready(tick);
+                        }
                         return Poll::Ready(Ok(n));
                     }
-                    Err(e) if e.kind() == io::ErrorKind::WouldBlock => *drained = true,
+                    Err(e) if e.kind() == io::ErrorKind::WouldBlock => io.clear_read_ready(tick),
                     Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
                     Err(e) => return Poll::Ready(Err(e)),
                 }
             }
         })
+    }
+}
+
+impl AsyncIoStream {
+    /// Writes as much of `bufs` as the socket takes, waiting for an event when it is full.
+    fn poll_write_with(
+        &self,
+        cx: &mut Context<'_>,
+        write: impl Fn(&mut &TcpStream) -> io::Result<usize>,
+    ) -> Poll<io::Result<usize>> {
+        loop {
+            let tick = ready!(self.io.poll_write_ready(cx))?;
+            match write(&mut self.io.get_ref()) {
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => self.io.clear_write_ready(tick),
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                result => return Poll::Ready(result),
+            }
+        }
     }
 }
 
@@ -235,7 +304,7 @@ impl hyper::rt::Write for AsyncIoStream {
         cx: &mut Context<'_>,
         buf: &[u8],
     ) -> Poll<io::Result<usize>> {
-        futures_io::AsyncWrite::poll_write(Pin::new(&mut &*self.io), cx, buf)
+        self.poll_write_with(cx, |socket| socket.write(buf))
     }
 
     fn poll_write_vectored(
@@ -243,7 +312,7 @@ impl hyper::rt::Write for AsyncIoStream {
         cx: &mut Context<'_>,
         bufs: &[io::IoSlice<'_>],
     ) -> Poll<io::Result<usize>> {
-        futures_io::AsyncWrite::poll_write_vectored(Pin::new(&mut &*self.io), cx, bufs)
+        self.poll_write_with(cx, |socket| socket.write_vectored(bufs))
     }
 
     fn is_write_vectored(&self) -> bool {

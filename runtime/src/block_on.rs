@@ -93,19 +93,21 @@ fn run<T>(executor: &Executor<'_>, future: impl Future<Output = T>) -> T {
                 return value;
             }
             let started = Instant::now();
-            let mut ran = false;
+            let mut out_of_time = false;
             while executor.try_tick() {
-                ran = true;
                 if started.elapsed() >= REACTOR_POLL_INTERVAL {
+                    out_of_time = true;
                     break;
                 }
             }
-            if ran {
+            if out_of_time {
                 // async-io's `block_on` polls the reactor, without waiting, before it polls us.
                 futures_lite::future::yield_now().await;
             } else {
-                // Nothing to run: wait for a task (and run it) or for `future` to be woken, while
-                // async-io's `block_on` waits on the reactor.
+                // Nothing left to run: wait for a task (and run it) or for `future` to be woken,
+                // while async-io's `block_on` waits on the reactor. A poll of the reactor without
+                // waiting first, as after a full slice, would cost a second turn of it (five system
+                // calls) for the same events.
                 executor.tick().or(main.wait()).await;
             }
         }

@@ -139,18 +139,30 @@ impl hyper::rt::Read for TokioStream {
     ) -> Poll<io::Result<()>> {
         let socket = &self.0.0;
         read_into(buf, |scratch| {
-            let n = std::task::ready!(poll_io(
-                cx,
-                |cx| socket.poll_read_ready(cx),
-                || socket.try_read(scratch)
-            ))?;
-            if n > 0 && n < scratch.len() {
+            let len = scratch.len();
+            loop {
+                std::task::ready!(socket.poll_read_ready(cx))?;
                 // A short read drained the socket: forget the readiness now (as tokio's own
-                // streams do) rather than learn it from a `recvfrom` failing with `EAGAIN`.
-                let drained = || Err::<(), _>(io::Error::from(io::ErrorKind::WouldBlock));
-                let _ = socket.try_io(tokio::io::Interest::READABLE, drained);
+                // streams do) rather than learn it from a `recvfrom` failing with `EAGAIN`. The
+                // read runs inside `try_io`, which takes the readiness before it and clears it
+                // only if no event came in since: clearing after the read would lose the event
+                // of data arriving in between, and the connection would never be read again.
+                let mut short = None;
+                let read = socket.try_io(tokio::io::Interest::READABLE, || {
+                    match socket.try_read(&mut scratch[..]) {
+                        Ok(n) if n > 0 && n < len => {
+                            short = Some(n);
+                            Err(io::ErrorKind::WouldBlock.into())
+                        }
+                        other => other,
+                    }
+                });
+                match (read, short) {
+                    (_, Some(n)) => return Poll::Ready(Ok(n)),
+                    (Err(e), None) if e.kind() == io::ErrorKind::WouldBlock => {}
+                    (read, None) => return Poll::Ready(read),
+                }
             }
-            Poll::Ready(Ok(n))
         })
     }
 }
@@ -212,3 +224,57 @@ sio_runtime::runtime_servers! {
 #[cfg(doctest)]
 #[doc = include_str!("../../README.md")]
 struct ReadmeDoctests;
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use tokio::io::AsyncWriteExt;
+
+    use super::*;
+
+    /// On a runtime with several workers, the I/O driver runs on one thread while a connection
+    /// reads on another: the event of data that comes in between a short read and the forgetting
+    /// of the readiness must not be forgotten with it (hyper's connection stopped reading a
+    /// polling body halfway, with the rest of it waiting in the socket).
+    #[test]
+    fn data_that_comes_in_right_after_a_short_read_is_read() {
+        let runtime = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(2)
+            .enable_all()
+            .build()
+            .unwrap();
+        runtime.block_on(async {
+            let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+            let addr = listener.local_addr().unwrap();
+            const TOTAL: usize = 64 << 20;
+            let writer = tokio::spawn(async move {
+                let mut client = tokio::net::TcpStream::connect(addr).await.unwrap();
+                // Small writes, each an edge, racing the reader's short reads.
+                let chunk = [7u8; 1000];
+                for _ in 0..TOTAL / chunk.len() {
+                    client.write_all(&chunk).await.unwrap();
+                }
+            });
+            let (stream, _) = listener.accept().await.unwrap();
+            let mut stream = TokioStream(Arc::new(TokioSocket(stream)));
+            let mut read = 0;
+            let mut storage = [0u8; 4096];
+            while read < TOTAL / 1000 * 1000 {
+                let mut buf = hyper::rt::ReadBuf::new(&mut storage);
+                let poll = std::future::poll_fn(|cx| {
+                    hyper::rt::Read::poll_read(Pin::new(&mut stream), cx, buf.unfilled())
+                });
+                tokio::time::timeout(Duration::from_secs(10), poll)
+                    .await
+                    .unwrap_or_else(|_| panic!("no data for 10 s after {read} bytes"))
+                    .unwrap();
+                let n = buf.filled().len();
+                assert!(n > 0, "the stream ended after {read} bytes");
+                assert!(buf.filled().iter().all(|&b| b == 7));
+                read += n;
+            }
+            writer.await.unwrap();
+        });
+    }
+}

@@ -74,6 +74,20 @@ enum Direction {
 }
 
 impl Readiness {
+    /// A new connection's: ready both ways. It may have data already: the first read tries, and
+    /// an empty socket clears this on `EAGAIN`.
+    fn new_connection() -> Readiness {
+        let ready = || Side {
+            ready: true,
+            ..Side::default()
+        };
+        Readiness {
+            read: ready(),
+            write: ready(),
+            failed: false,
+        }
+    }
+
     /// Takes in an event: the directions it says are ready, and their wakers into `wakers`.
     fn on_event(&mut self, flags: epoll::EventFlags, wakers: &mut Vec<Waker>) {
         use epoll::EventFlags as F;
@@ -84,6 +98,38 @@ impl Readiness {
         }
         if broken || flags.contains(F::OUT) {
             self.write.on_event(broken, wakers);
+        }
+    }
+
+    /// Ready with the tick to clear it with, or pending with `cx`'s waker kept; also returns the
+    /// waker it replaced, for the caller to wake once the lock is released.
+    fn poll(
+        &mut self,
+        direction: Direction,
+        cx: &mut Context<'_>,
+    ) -> (Poll<io::Result<u32>>, Option<Waker>) {
+        if self.failed {
+            let failed =
+                io::Error::other("the epoll instance of the connections could not be armed");
+            return (Poll::Ready(Err(failed)), None);
+        }
+        let side = self.side(direction);
+        if side.ready {
+            return (Poll::Ready(Ok(side.tick)), None);
+        }
+        let replaced = match &side.waker {
+            Some(waker) if waker.will_wake(cx.waker()) => None,
+            _ => side.waker.replace(cx.waker().clone()),
+        };
+        (Poll::Pending, replaced)
+    }
+
+    /// A read or write found nothing to do: not ready until the next event, unless one came in
+    /// after `tick` was observed, or the direction is closed.
+    fn clear(&mut self, direction: Direction, tick: u32) {
+        let side = self.side(direction);
+        if side.tick == tick && !side.closed {
+            side.ready = false;
         }
     }
 
@@ -99,19 +145,7 @@ impl EdgeSocket {
     /// Registers `stream`, already non-blocking, with the process's poller.
     pub(crate) fn new(stream: TcpStream) -> io::Result<EdgeSocket> {
         let poller = Poller::get()?;
-        // A new connection may have data already: the first read tries, and an empty socket
-        // clears this on `EAGAIN`.
-        let readiness = Arc::new(Mutex::new(Readiness {
-            read: Side {
-                ready: true,
-                ..Side::default()
-            },
-            write: Side {
-                ready: true,
-                ..Side::default()
-            },
-            failed: false,
-        }));
+        let readiness = Arc::new(Mutex::new(Readiness::new_connection()));
         let key = poller.register(&stream, &readiness)?;
         Ok(EdgeSocket {
             stream,
@@ -149,36 +183,17 @@ impl EdgeSocket {
     }
 
     fn poll_ready(&self, direction: Direction, cx: &mut Context<'_>) -> Poll<io::Result<u32>> {
-        let replaced = {
-            let mut readiness = lock(&self.readiness);
-            if readiness.failed {
-                return Poll::Ready(Err(io::Error::other(
-                    "the epoll instance of the connections could not be armed",
-                )));
-            }
-            let side = readiness.side(direction);
-            if side.ready {
-                return Poll::Ready(Ok(side.tick));
-            }
-            match &side.waker {
-                Some(waker) if waker.will_wake(cx.waker()) => return Poll::Pending,
-                _ => side.waker.replace(cx.waker().clone()),
-            }
-        };
+        let (poll, replaced) = lock(&self.readiness).poll(direction, cx);
         // Another task took over the wait: the one it replaced learns, as with async-io, and only
         // once the lock is released, since waking or dropping a waker may run anything.
         if let Some(replaced) = replaced {
             replaced.wake();
         }
-        Poll::Pending
+        poll
     }
 
     fn clear(&self, direction: Direction, tick: u32) {
-        let mut readiness = lock(&self.readiness);
-        let side = readiness.side(direction);
-        if side.tick == tick && !side.closed {
-            side.ready = false;
-        }
+        lock(&self.readiness).clear(direction, tick)
     }
 }
 
@@ -450,39 +465,59 @@ mod tests {
         let mut buf = [0; 64];
         assert_eq!(socket.get_ref().read(&mut buf).unwrap(), 3);
         socket.clear_read_ready(tick);
-        // No edge follows the FIN: the connection must stay ready for the read that sees it.
-        assert!(poll_now(|cx| socket.poll_read_ready(cx)).is_ready());
+        // When the FIN came in the data's edge, no edge follows it: the connection must stay
+        // ready for the read that sees it, or this waits for the fuse. (When the reactor took in
+        // the data before the FIN arrived, the FIN's own edge wakes it.)
+        run(poll_fn(|cx| socket.poll_read_ready(cx))).unwrap();
         assert_eq!(socket.get_ref().read(&mut buf).unwrap(), 0);
     }
 
+    /// Polls `readiness` once, with a waker that does nothing.
+    fn poll_side(readiness: &mut Readiness, direction: Direction) -> Poll<u32> {
+        let (poll, _) = readiness.poll(direction, &mut Context::from_waker(Waker::noop()));
+        poll.map(|tick| tick.unwrap())
+    }
+
+    // On a `Readiness` alone: a registered socket gets events from async-io's helper thread at
+    // any moment, and the test needs to place them.
     #[test]
     fn an_event_after_the_tick_was_observed_keeps_the_connection_ready() {
-        let (_client, socket) = pair();
-        let Poll::Ready(tick) = poll_now(|cx| socket.poll_read_ready(cx)) else {
+        let mut readiness = Readiness::new_connection();
+        let Poll::Ready(tick) = poll_side(&mut readiness, Direction::Read) else {
             panic!("a new connection is read once");
         };
         // An event comes in between a read that found nothing and its clear.
         let mut wakers = Vec::new();
-        lock(&socket.readiness).on_event(epoll::EventFlags::IN, &mut wakers);
-        socket.clear_read_ready(tick);
-        let Poll::Ready(newer) = poll_now(|cx| socket.poll_read_ready(cx)) else {
+        readiness.on_event(epoll::EventFlags::IN, &mut wakers);
+        readiness.clear(Direction::Read, tick);
+        let Poll::Ready(newer) = poll_side(&mut readiness, Direction::Read) else {
             panic!("the event was lost");
         };
         assert_ne!(newer, tick);
-        socket.clear_read_ready(newer);
-        assert!(poll_now(|cx| socket.poll_read_ready(cx)).is_pending());
+        readiness.clear(Direction::Read, newer);
+        assert!(poll_side(&mut readiness, Direction::Read).is_pending());
+        // Each direction has its own tick: writing's events do not keep reading ready.
+        let Poll::Ready(write_tick) = poll_side(&mut readiness, Direction::Write) else {
+            panic!("a new connection is written once");
+        };
+        readiness.on_event(epoll::EventFlags::OUT, &mut wakers);
+        readiness.clear(Direction::Write, write_tick);
+        assert!(poll_side(&mut readiness, Direction::Write).is_ready());
+        let Poll::Ready(write_tick) = poll_side(&mut readiness, Direction::Write) else {
+            unreachable!()
+        };
+        readiness.clear(Direction::Write, write_tick);
+        assert!(poll_side(&mut readiness, Direction::Write).is_pending());
+        assert!(wakers.is_empty(), "nobody waited yet");
         // A hang-up wakes both directions, for good.
-        let _ = poll_now(|cx| socket.poll_write_ready(cx));
-        lock(&socket.readiness).write.ready = false;
-        assert!(poll_now(|cx| socket.poll_write_ready(cx)).is_pending());
-        lock(&socket.readiness).on_event(epoll::EventFlags::HUP, &mut wakers);
+        readiness.on_event(epoll::EventFlags::HUP, &mut wakers);
         assert_eq!(wakers.len(), 2, "the waiting reader and writer");
-        let Poll::Ready(tick) = poll_now(|cx| socket.poll_read_ready(cx)) else {
+        let Poll::Ready(tick) = poll_side(&mut readiness, Direction::Read) else {
             panic!("a hang-up makes the connection readable");
         };
-        socket.clear_read_ready(tick);
-        assert!(poll_now(|cx| socket.poll_read_ready(cx)).is_ready());
-        assert!(poll_now(|cx| socket.poll_write_ready(cx)).is_ready());
+        readiness.clear(Direction::Read, tick);
+        assert!(poll_side(&mut readiness, Direction::Read).is_ready());
+        assert!(poll_side(&mut readiness, Direction::Write).is_ready());
     }
 
     #[test]

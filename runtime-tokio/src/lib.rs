@@ -140,29 +140,29 @@ impl hyper::rt::Read for TokioStream {
         let socket = &self.0.0;
         read_into(buf, |scratch| {
             let len = scratch.len();
-            loop {
-                std::task::ready!(socket.poll_read_ready(cx))?;
-                // A short read drained the socket: forget the readiness now (as tokio's own
-                // streams do) rather than learn it from a `recvfrom` failing with `EAGAIN`. The
-                // read runs inside `try_io`, which takes the readiness before it and clears it
-                // only if no event came in since: clearing after the read would lose the event
-                // of data arriving in between, and the connection would never be read again.
-                let mut short = None;
-                let read = socket.try_io(tokio::io::Interest::READABLE, || {
-                    match socket.try_read(&mut scratch[..]) {
-                        Ok(n) if n > 0 && n < len => {
-                            short = Some(n);
-                            Err(io::ErrorKind::WouldBlock.into())
+            poll_io(
+                cx,
+                |cx| socket.poll_read_ready(cx),
+                || {
+                    // A short read drained the socket: forget the readiness now (as tokio's own
+                    // streams do) rather than learn it from a `recvfrom` failing with `EAGAIN`.
+                    // The read runs inside `try_io`, which takes the readiness before it and
+                    // clears it only if no event came in since: clearing after the read would
+                    // lose the event of data arriving in between, and the connection would never
+                    // be read again.
+                    let mut short = None;
+                    let read = socket.try_io(tokio::io::Interest::READABLE, || {
+                        match socket.try_read(&mut scratch[..]) {
+                            Ok(n) if n > 0 && n < len => {
+                                short = Some(n);
+                                Err(io::ErrorKind::WouldBlock.into())
+                            }
+                            other => other,
                         }
-                        other => other,
-                    }
-                });
-                match (read, short) {
-                    (_, Some(n)) => return Poll::Ready(Ok(n)),
-                    (Err(e), None) if e.kind() == io::ErrorKind::WouldBlock => {}
-                    (read, None) => return Poll::Ready(read),
-                }
-            }
+                    });
+                    short.map_or(read, Ok)
+                },
+            )
         })
     }
 }

@@ -66,6 +66,11 @@ impl Side {
     }
 }
 
+/// The error of every wait, and every new connection, once arming the instance failed.
+fn not_armed() -> io::Error {
+    io::Error::other("the epoll instance of the connections could not be armed")
+}
+
 /// A direction of a connection's readiness.
 #[derive(Clone, Copy)]
 enum Direction {
@@ -109,9 +114,7 @@ impl Readiness {
         cx: &mut Context<'_>,
     ) -> (Poll<io::Result<u32>>, Option<Waker>) {
         if self.failed {
-            let failed =
-                io::Error::other("the epoll instance of the connections could not be armed");
-            return (Poll::Ready(Err(failed)), None);
+            return (Poll::Ready(Err(not_armed())), None);
         }
         let side = self.side(direction);
         if side.ready {
@@ -268,9 +271,7 @@ impl Poller {
             }
         };
         if poller.failed.load(Ordering::Relaxed) {
-            return Err(io::Error::other(
-                "the epoll instance of the connections could not be armed",
-            ));
+            return Err(not_armed());
         }
         Ok(poller)
     }

@@ -3,13 +3,13 @@
 //!
 //! Run the server with [`block_on`]: the calling thread runs the server's tasks and drives the
 //! reactor, as tokio's current-thread runtime does, and a `SocketIo` made inside spawns there.
-//! Between two polls of the reactor it runs tasks for at most [`REACTOR_POLL_INTERVAL`], which
-//! keeps async-io's helper thread from taking the reactor over on a busy server (async-io issue
-//! #40): with `smol::block_on(executor.run(..))` or smol's global executor, the reactor is polled
-//! every 200 tasks, and the helper preempts the executor's thread for every event
-//! (`bench/README.md` measures it). For several threads, give each its own `block_on`, or spawn on
-//! an executor of your own ([`SmolRuntime::with_executor`]). Outside `block_on`, the server's
-//! tasks go to smol's global executor.
+//! Between two polls of the reactor it runs tasks for [`REACTOR_POLL_INTERVAL`] at first and for
+//! longer as async-io's helper thread backs off, which keeps that thread from taking the reactor
+//! over on a busy server (async-io issue #40): with `smol::block_on(executor.run(..))` or smol's
+//! global executor, the reactor is polled every 200 tasks, and the helper preempts the executor's
+//! thread for every event (`bench/README.md` measures it). For several threads, give each its own
+//! `block_on`, or spawn on an executor of your own ([`SmolRuntime::with_executor`]). Outside
+//! `block_on`, the server's tasks go to smol's global executor.
 //!
 //! ```no_run
 //! use sio_smol::{Payload, ServerConfig, SocketIo};

@@ -8,21 +8,25 @@
 //! a server with one core preempts that thread (async-io issue #40). Handing control back to
 //! async-io's `block_on` every [`REACTOR_POLL_INTERVAL`] keeps the reactor polled within the
 //! helper's shortest sleep, so after a few sleeps it backs off to 10 ms and stays out of the way.
-//! It still takes over when one task runs long, which is when the events it delivers are needed.
+//! From then on the slices grow with the helper's sleeps, up to 250 µs: each poll of the reactor
+//! costs async-io five system calls, and a busy server then polls it about as often as tokio's
+//! does. The helper still takes over when one task runs long, which is when the events it
+//! delivers are needed; the slices then start over at [`REACTOR_POLL_INTERVAL`].
 
 use std::cell::RefCell;
 use std::future::{Future, poll_fn};
 use std::pin::pin;
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, OnceLock};
 use std::task::{Poll, Wake, Waker};
 use std::time::{Duration, Instant};
 
 use async_executor::Executor;
 use futures_lite::FutureExt;
 
-/// How long [`block_on`] runs tasks before it lets async-io poll the reactor: below the 50 µs of
-/// async-io helper thread's shortest sleep.
+/// How long [`block_on`] runs tasks before it lets async-io poll the reactor, at the start and
+/// whenever async-io's helper thread may have started its sleeps over: below the 50 µs of its
+/// shortest sleep. Later slices are longer, up to 250 µs.
 pub const REACTOR_POLL_INTERVAL: Duration = Duration::from_micros(40);
 
 thread_local! {
@@ -41,8 +45,9 @@ pub fn current_executor() -> Option<Arc<Executor<'static>>> {
 /// the reactor, as tokio's current-thread runtime does. Tasks still pending when `future` completes
 /// are dropped with the executor.
 ///
-/// Between two polls of the reactor it runs tasks for at most [`REACTOR_POLL_INTERVAL`], so that
-/// async-io's helper thread does not preempt it (see the module's docs and `bench/README.md`).
+/// Between two polls of the reactor it runs tasks for at most [`REACTOR_POLL_INTERVAL`] at first,
+/// up to 250 µs as async-io's helper thread backs off, so that the helper does not preempt it
+/// (see the module's docs and `bench/README.md`).
 ///
 /// ```
 /// let answer = sio_runtime::block_on(async {
@@ -74,6 +79,7 @@ fn run<T>(executor: &Executor<'_>, future: impl Future<Output = T>) -> T {
     });
     let main_waker = Waker::from(main.clone());
     let mut future = pin!(future);
+    let mut helper = HelperWatch::new(Instant::now());
     async_io::block_on(async {
         loop {
             // `future` is polled only when it was woken: an accept loop would otherwise try a
@@ -93,13 +99,17 @@ fn run<T>(executor: &Executor<'_>, future: impl Future<Output = T>) -> T {
                 return value;
             }
             let started = Instant::now();
+            let budget = helper.slice(started);
             let mut out_of_time = false;
+            let mut ended = started;
             while executor.try_tick() {
-                if started.elapsed() >= REACTOR_POLL_INTERVAL {
+                ended = Instant::now();
+                if ended - started >= budget {
                     out_of_time = true;
                     break;
                 }
             }
+            helper.ran(started, ended);
             if out_of_time {
                 // async-io's `block_on` polls the reactor, without waiting, before it polls us.
                 futures_lite::future::yield_now().await;
@@ -109,9 +119,104 @@ fn run<T>(executor: &Executor<'_>, future: impl Future<Output = T>) -> T {
                 // waiting first, as after a full slice, would cost a second turn of it (five system
                 // calls) for the same events.
                 executor.tick().or(main.wait()).await;
+                helper.waited(ended, Instant::now());
             }
         }
     })
+}
+
+/// What [`block_on`] knows of async-io's helper thread, to run tasks as long as it can between two
+/// polls of the reactor without the helper taking the reactor over.
+///
+/// The helper sleeps 50 µs, then 75, 100, 250, 500, 750, 1000, 2500 and 5000 µs, then 10 ms at a
+/// time, and takes the reactor if nobody polled it during its last sleep; each time it takes it,
+/// or is woken, it starts over at 50 µs (async-io 2.6, `driver.rs`). So right after it starts over
+/// the reactor must be polled within 50 µs, but once it has slept a while, far less often. That
+/// schedule is not public: this is an estimate, and a wrong one costs speed, not events (the helper
+/// then hands the events over through a futex, as it did before `block_on`).
+struct HelperWatch {
+    /// The latest time the helper may have started over, as far as this thread saw.
+    restart: Instant,
+}
+
+/// The longest slice of tasks between two polls of the reactor: how late an event can be seen
+/// while tasks keep the thread busy. (tokio's runtime looks every 61 tasks; at the few µs a task
+/// of sio takes, that is a few hundred µs too.)
+const LONGEST_SLICE: Duration = Duration::from_micros(250);
+
+/// A wait on the reactor this long may have let the helper take it: async-io's `block_on` hands
+/// the reactor to the helper after 500 µs of events that did not wake it, and a wait of 10 ms
+/// lets the helper queue for it.
+const LONG_WAIT: Duration = Duration::from_micros(400);
+
+/// How long to run tasks before polling the reactor, `since` the helper may have started over: a
+/// quarter of it, which stays shorter than any of its sleeps that begins afterwards.
+fn slice_after(since: Duration) -> Duration {
+    (since / 4).clamp(REACTOR_POLL_INTERVAL, LONGEST_SLICE)
+}
+
+/// The longest run of tasks, from `since` the helper may have started over, that cannot outlast
+/// one of its sleeps: half of `since`, and between 60 µs (its second sleep is 75 µs) and 9 ms (its
+/// longest is 10 ms). Longer than [`slice_after`] by more than one task's poll takes, so that a
+/// slice that ends a little late is not taken for one that may have let the helper in.
+fn safe_run_after(since: Duration) -> Duration {
+    (since / 2).clamp(Duration::from_micros(60), Duration::from_millis(9))
+}
+
+impl HelperWatch {
+    fn new(now: Instant) -> HelperWatch {
+        HelperWatch { restart: now }
+    }
+
+    /// The latest time the helper may have started over: when this thread last saw a reason, or
+    /// when another thread found events in the reactor.
+    fn restart(&self) -> Instant {
+        self.restart.max(reactor_turned_elsewhere_at())
+    }
+
+    /// How long to run tasks from `now` before polling the reactor.
+    fn slice(&self, now: Instant) -> Duration {
+        slice_after(now.saturating_duration_since(self.restart()))
+    }
+
+    /// Tasks ran from `started` to `ended` without a poll of the reactor: if one task ran so long
+    /// that the run may have outlasted one of the helper's sleeps, the helper may have taken the
+    /// reactor.
+    fn ran(&mut self, started: Instant, ended: Instant) {
+        let since = started.saturating_duration_since(self.restart());
+        if ended - started > safe_run_after(since) {
+            self.restart = ended;
+        }
+    }
+
+    /// The thread waited on the reactor from `started` to `ended`.
+    fn waited(&mut self, started: Instant, ended: Instant) {
+        if ended - started >= LONG_WAIT {
+            self.restart = ended;
+        }
+    }
+}
+
+/// When a thread outside every [`block_on`] last found events of connections in the reactor, as
+/// nanoseconds since [`epoch`]: the helper thread took the reactor, and starts its sleeps over.
+static TURNED_ELSEWHERE: AtomicU64 = AtomicU64::new(0);
+
+fn epoch() -> Instant {
+    static EPOCH: OnceLock<Instant> = OnceLock::new();
+    *EPOCH.get_or_init(Instant::now)
+}
+
+/// Called when the reactor hands events of connections to their readiness: notes it if this
+/// thread is not a [`block_on`]'s, which is how [`HelperWatch`] learns that the helper took it.
+pub(crate) fn reactor_turned() {
+    if CURRENT.with(|current| current.borrow().is_none()) {
+        let nanos = epoch().elapsed().as_nanos();
+        TURNED_ELSEWHERE.fetch_max(u64::try_from(nanos).unwrap_or(u64::MAX), Ordering::Relaxed);
+    }
+}
+
+fn reactor_turned_elsewhere_at() -> Instant {
+    epoch() + Duration::from_nanos(TURNED_ELSEWHERE.load(Ordering::Relaxed))
 }
 
 /// The waker of [`block_on`]'s own future: records that it was woken, and wakes `block_on`.
@@ -164,6 +269,71 @@ mod tests {
     use std::thread;
 
     use super::*;
+
+    /// The ends of async-io 2.6's helper thread's sleeps over its first 60 ms after it starts over,
+    /// in µs: 50, 75, 100, 250, 500, 750, 1000, 2500 and 5000 µs, then 10 ms each (`driver.rs`).
+    fn helper_wake_ups() -> Vec<u64> {
+        let mut at = vec![0];
+        for sleep in [50, 75, 100, 250, 500, 750, 1000, 2500, 5000]
+            .into_iter()
+            .chain(std::iter::repeat(10_000))
+        {
+            let next = at.last().copied().unwrap_or(0) + sleep;
+            if next > 60_000 {
+                return at;
+            }
+            at.push(next);
+        }
+        at
+    }
+
+    #[test]
+    fn no_slice_can_outlast_a_sleep_of_the_helper() {
+        let wake_ups = helper_wake_ups();
+        for since in 1..40_000u64 {
+            // The helper takes the reactor after a sleep with no poll of it: a run of tasks from
+            // `since` must end before any sleep that starts after it does.
+            let room = wake_ups
+                .windows(2)
+                .filter(|sleep| sleep[0] >= since)
+                .map(|sleep| sleep[1] - since)
+                .min()
+                .expect("sleeps go on");
+            let since = Duration::from_micros(since);
+            let (slice, safe) = (slice_after(since), safe_run_after(since));
+            assert!(
+                safe < Duration::from_micros(room),
+                "{since:?}: {safe:?} against {room} µs"
+            );
+            // Room for a task of 20 µs past the end of a slice.
+            assert!(slice + Duration::from_micros(20) <= safe, "{since:?}");
+        }
+        assert_eq!(slice_after(Duration::ZERO), REACTOR_POLL_INTERVAL);
+        assert_eq!(slice_after(Duration::from_millis(20)), LONGEST_SLICE);
+    }
+
+    #[test]
+    fn a_long_run_or_a_long_wait_starts_the_slices_over() {
+        // Far enough ahead that another thread's events in the reactor, seen by these tests'
+        // edge tests, are older than every instant here.
+        let start = Instant::now() + Duration::from_secs(3_600);
+        let us = Duration::from_micros;
+        let mut helper = HelperWatch::new(start);
+        assert_eq!(helper.slice(start), us(40));
+        assert_eq!(helper.slice(start + us(400)), us(100));
+        assert_eq!(helper.slice(start + us(5_000)), us(250));
+        // A slice a little late is no reason; one that ran past half the time since is.
+        helper.ran(start + us(5_000), start + us(5_300));
+        assert_eq!(helper.slice(start + us(5_300)), us(250));
+        helper.ran(start + us(5_300), start + us(8_000));
+        assert_eq!(helper.slice(start + us(8_000)), us(40));
+        // So is a wait on the reactor of 400 µs or more, not a shorter one.
+        let later = start + us(20_000);
+        helper.waited(later, later + us(399));
+        assert_eq!(helper.slice(later + us(399)), us(250));
+        helper.waited(later, later + us(400));
+        assert_eq!(helper.slice(later + us(400)), us(40));
+    }
 
     #[test]
     fn runs_the_tasks_spawned_inside_on_the_calling_thread() {

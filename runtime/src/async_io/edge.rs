@@ -316,6 +316,7 @@ impl Poller {
     /// Hands every pending event to its connection, re-arms the instance in async-io, then wakes
     /// the connections: a waker that panics cannot leave the instance disarmed.
     fn dispatch(&self) {
+        crate::block_on::reactor_turned();
         let mut dispatch = lock(&self.dispatch);
         let wakers = &mut dispatch.wakers;
         let mut cx = Context::from_waker(&self.waker);

@@ -25,9 +25,10 @@ use async_executor::Executor;
 use futures_lite::FutureExt;
 
 /// How long [`block_on`] runs tasks before it lets async-io poll the reactor, at the start and
-/// whenever async-io's helper thread may have started its sleeps over: below the 50 µs of its
-/// shortest sleep. Later slices are longer, up to 250 µs.
-pub const REACTOR_POLL_INTERVAL: Duration = Duration::from_micros(40);
+/// whenever async-io's helper thread may have started its sleeps over: half of its shortest
+/// sleep, 50 µs, which leaves room for the wake-up from the helper's own poll of the reactor and
+/// for a task that ends late. Later slices are longer, up to 250 µs.
+pub const REACTOR_POLL_INTERVAL: Duration = Duration::from_micros(25);
 
 thread_local! {
     /// The executor of the [`block_on`] running on this thread, if any.
@@ -79,7 +80,7 @@ fn run<T>(executor: &Executor<'_>, future: impl Future<Output = T>) -> T {
     });
     let main_waker = Waker::from(main.clone());
     let mut future = pin!(future);
-    let mut helper = HelperWatch::new(Instant::now());
+    let mut helper = HelperWatch::new(&RESTARTS, Instant::now());
     async_io::block_on(async {
         loop {
             // `future` is polled only when it was woken: an accept loop would otherwise try a
@@ -99,17 +100,14 @@ fn run<T>(executor: &Executor<'_>, future: impl Future<Output = T>) -> T {
                 return value;
             }
             let started = Instant::now();
-            let budget = helper.slice(started);
-            let mut out_of_time = false;
+            let budget = helper.budget(started);
+            let mut out_of_time = budget.is_zero();
             let mut ended = started;
-            while executor.try_tick() {
+            while !out_of_time && executor.try_tick() {
                 ended = Instant::now();
-                if ended - started >= budget {
-                    out_of_time = true;
-                    break;
-                }
+                out_of_time = ended - started >= budget;
             }
-            helper.ran(started, ended);
+            helper.ran(ended);
             if out_of_time {
                 // async-io's `block_on` polls the reactor, without waiting, before it polls us.
                 futures_lite::future::yield_now().await;
@@ -126,17 +124,22 @@ fn run<T>(executor: &Executor<'_>, future: impl Future<Output = T>) -> T {
 }
 
 /// What [`block_on`] knows of async-io's helper thread, to run tasks as long as it can between two
-/// polls of the reactor without the helper taking the reactor over.
+/// polls of the reactor ("ticks") without the helper taking the reactor over.
 ///
 /// The helper sleeps 50 µs, then 75, 100, 250, 500, 750, 1000, 2500 and 5000 µs, then 10 ms at a
-/// time, and takes the reactor if nobody polled it during its last sleep; each time it takes it,
-/// or is woken, it starts over at 50 µs (async-io 2.6, `driver.rs`). So right after it starts over
-/// the reactor must be polled within 50 µs, but once it has slept a while, far less often. That
-/// schedule is not public: this is an estimate, and a wrong one costs speed, not events (the helper
-/// then hands the events over through a futex, as it did before `block_on`).
-struct HelperWatch {
-    /// The latest time the helper may have started over, as far as this thread saw.
-    restart: Instant,
+/// time. When a sleep saw no tick it tries the reactor's lock (from the tenth sleep on it waits
+/// for it) and, if it gets it, polls the reactor itself until an event comes. Each time it has
+/// done so, or is woken, it starts over at 50 µs (async-io 2.6, `driver.rs`). So right after it
+/// starts over the reactor must tick within 50 µs, but once it has slept a while, far less often.
+/// A wait on the reactor ticks when it starts and holds the lock until it ends, so the gap that
+/// counts runs from the last tick, across a wait, to the next. That schedule is not public: this
+/// is an estimate, and a wrong one costs speed, not events (the helper then hands the events over
+/// through a futex, as it did before `block_on`).
+struct HelperWatch<'a> {
+    /// When the helper may have started over, as every thread saw it.
+    restarts: &'a Restarts,
+    /// When this thread last polled the reactor, or started waiting on it.
+    last_tick: Instant,
 }
 
 /// The longest slice of tasks between two polls of the reactor: how late an event can be seen
@@ -149,74 +152,119 @@ const LONGEST_SLICE: Duration = Duration::from_micros(250);
 /// lets the helper queue for it.
 const LONG_WAIT: Duration = Duration::from_micros(400);
 
-/// How long to run tasks before polling the reactor, `since` the helper may have started over: a
-/// quarter of it, which stays shorter than any of its sleeps that begins afterwards.
-fn slice_after(since: Duration) -> Duration {
-    (since / 4).clamp(REACTOR_POLL_INTERVAL, LONGEST_SLICE)
+/// The longest gap between two ticks, the first one `since` the helper may have started over:
+/// a quarter of `since`, at least [`REACTOR_POLL_INTERVAL`]. It stays shorter than any of the
+/// helper's sleeps that starts after the first tick.
+fn gap_after(since: Duration) -> Duration {
+    (since / 4).clamp(REACTOR_POLL_INTERVAL, Duration::from_millis(2))
 }
 
-/// The longest run of tasks, from `since` the helper may have started over, that cannot outlast
-/// one of its sleeps: half of `since`, and between 60 µs (its second sleep is 75 µs) and 9 ms (its
-/// longest is 10 ms). Longer than [`slice_after`] by more than one task's poll takes, so that a
+/// A gap longer than this, from a tick `since` the helper may have started over, may have held
+/// a whole sleep of it: half of `since`, between 60 µs (its second sleep is 75 µs) and 9 ms (its
+/// longest is 10 ms). Longer than [`gap_after`] by more than one task's poll takes, so that a
 /// slice that ends a little late is not taken for one that may have let the helper in.
-fn safe_run_after(since: Duration) -> Duration {
+fn safe_gap_after(since: Duration) -> Duration {
     (since / 2).clamp(Duration::from_micros(60), Duration::from_millis(9))
 }
 
-impl HelperWatch {
-    fn new(now: Instant) -> HelperWatch {
-        HelperWatch { restart: now }
-    }
-
-    /// The latest time the helper may have started over: when this thread last saw a reason, or
-    /// when another thread found events in the reactor.
-    fn restart(&self) -> Instant {
-        self.restart.max(reactor_turned_elsewhere_at())
-    }
-
-    /// How long to run tasks from `now` before polling the reactor.
-    fn slice(&self, now: Instant) -> Duration {
-        slice_after(now.saturating_duration_since(self.restart()))
-    }
-
-    /// Tasks ran from `started` to `ended` without a poll of the reactor: if one task ran so long
-    /// that the run may have outlasted one of the helper's sleeps, the helper may have taken the
-    /// reactor.
-    fn ran(&mut self, started: Instant, ended: Instant) {
-        let since = started.saturating_duration_since(self.restart());
-        if ended - started > safe_run_after(since) {
-            self.restart = ended;
+impl<'a> HelperWatch<'a> {
+    fn new(restarts: &'a Restarts, now: Instant) -> HelperWatch<'a> {
+        // The helper may have held the reactor until now.
+        restarts.note(now);
+        HelperWatch {
+            restarts,
+            last_tick: now,
         }
     }
 
-    /// The thread waited on the reactor from `started` to `ended`.
+    /// The tick the helper counts from, and how long after it may have started over that tick
+    /// was. A restart counts as a tick: the helper polled the reactor itself.
+    fn reference(&self) -> (Instant, Duration) {
+        let restart = self.restarts.latest().unwrap_or(self.last_tick);
+        let tick = self.last_tick.max(restart);
+        (tick, tick.saturating_duration_since(restart))
+    }
+
+    /// How long tasks may run from `now` before the reactor ticks again; zero: tick first.
+    fn budget(&self, now: Instant) -> Duration {
+        let (tick, since) = self.reference();
+        let gap = gap_after(since).saturating_sub(now.saturating_duration_since(tick));
+        gap.min(LONGEST_SLICE)
+    }
+
+    /// Tasks ran until `ended`, and the reactor ticks now: if the gap since the last tick may
+    /// have held a whole sleep of the helper, the helper may have taken the reactor.
+    fn ran(&mut self, ended: Instant) {
+        let (tick, since) = self.reference();
+        if ended.saturating_duration_since(tick) > safe_gap_after(since) {
+            self.restarts.note(ended);
+        }
+        self.last_tick = ended;
+    }
+
+    /// The thread waited on the reactor from `started` until `ended`.
     fn waited(&mut self, started: Instant, ended: Instant) {
-        if ended - started >= LONG_WAIT {
-            self.restart = ended;
+        if ended.saturating_duration_since(started) >= LONG_WAIT {
+            self.restarts.note(ended);
         }
     }
 }
 
-/// When a thread outside every [`block_on`] last found events of connections in the reactor, as
-/// nanoseconds since [`epoch`]: the helper thread took the reactor, and starts its sleeps over.
-static TURNED_ELSEWHERE: AtomicU64 = AtomicU64::new(0);
+/// The latest time async-io's helper thread may have started its sleeps over, as noted by any
+/// thread.
+struct Restarts {
+    /// Nanoseconds from [`epoch`], plus one; 0 for never.
+    at: AtomicU64,
+}
+
+impl Restarts {
+    const fn new() -> Restarts {
+        Restarts {
+            at: AtomicU64::new(0),
+        }
+    }
+
+    fn note(&self, at: Instant) {
+        let nanos = at.saturating_duration_since(epoch()).as_nanos();
+        let nanos = u64::try_from(nanos)
+            .unwrap_or(u64::MAX - 1)
+            .saturating_add(1);
+        self.at.fetch_max(nanos, Ordering::Relaxed);
+    }
+
+    fn latest(&self) -> Option<Instant> {
+        match self.at.load(Ordering::Relaxed) {
+            0 => None,
+            nanos => Some(epoch() + Duration::from_nanos(nanos - 1)),
+        }
+    }
+
+    /// The reactor handed events of connections to them on this thread: if it is not a
+    /// [`block_on`]'s, the helper (or another thread driving the reactor) polled it, and the
+    /// helper starts its sleeps over.
+    fn note_if_outside_block_on(&self) {
+        // During the thread's teardown it cannot be told: counted as outside, which is safe.
+        let inside = CURRENT
+            .try_with(|current| current.try_borrow().is_ok_and(|current| current.is_some()))
+            .unwrap_or(false);
+        if !inside {
+            self.note(Instant::now());
+        }
+    }
+}
+
+/// The restarts every [`block_on`] of the process reads.
+static RESTARTS: Restarts = Restarts::new();
 
 fn epoch() -> Instant {
     static EPOCH: OnceLock<Instant> = OnceLock::new();
     *EPOCH.get_or_init(Instant::now)
 }
 
-/// Called when the reactor hands events of connections to their readiness: notes it if this
-/// thread is not a [`block_on`]'s, which is how [`HelperWatch`] learns that the helper took it.
+/// Called when the reactor hands events of connections to them (`async_io/edge.rs`): that is how a
+/// [`block_on`] learns that the helper polled the reactor.
 pub(crate) fn reactor_turned() {
-    if CURRENT.with(|current| current.borrow().is_none()) {
-        let nanos = epoch().elapsed().as_nanos();
-        TURNED_ELSEWHERE.fetch_max(u64::try_from(nanos).unwrap_or(u64::MAX), Ordering::Relaxed);
-    }
-}
-
-fn reactor_turned_elsewhere_at() -> Instant {
-    epoch() + Duration::from_nanos(TURNED_ELSEWHERE.load(Ordering::Relaxed))
+    RESTARTS.note_if_outside_block_on();
 }
 
 /// The waker of [`block_on`]'s own future: records that it was woken, and wakes `block_on`.
@@ -288,11 +336,11 @@ mod tests {
     }
 
     #[test]
-    fn no_slice_can_outlast_a_sleep_of_the_helper() {
+    fn no_gap_between_ticks_can_hold_a_sleep_of_the_helper() {
         let wake_ups = helper_wake_ups();
         for since in 1..40_000u64 {
-            // The helper takes the reactor after a sleep with no poll of it: a run of tasks from
-            // `since` must end before any sleep that starts after it does.
+            // The helper takes the reactor after a sleep with no tick: the gap from a tick at
+            // `since` to the next must end before any sleep that starts after it does.
             let room = wake_ups
                 .windows(2)
                 .filter(|sleep| sleep[0] >= since)
@@ -300,39 +348,88 @@ mod tests {
                 .min()
                 .expect("sleeps go on");
             let since = Duration::from_micros(since);
-            let (slice, safe) = (slice_after(since), safe_run_after(since));
+            let (gap, safe) = (gap_after(since), safe_gap_after(since));
             assert!(
                 safe < Duration::from_micros(room),
                 "{since:?}: {safe:?} against {room} µs"
             );
             // Room for a task of 20 µs past the end of a slice.
-            assert!(slice + Duration::from_micros(20) <= safe, "{since:?}");
+            assert!(gap + Duration::from_micros(20) <= safe, "{since:?}");
         }
-        assert_eq!(slice_after(Duration::ZERO), REACTOR_POLL_INTERVAL);
-        assert_eq!(slice_after(Duration::from_millis(20)), LONGEST_SLICE);
+        assert_eq!(gap_after(Duration::ZERO), REACTOR_POLL_INTERVAL);
     }
 
     #[test]
-    fn a_long_run_or_a_long_wait_starts_the_slices_over() {
-        // Far enough ahead that another thread's events in the reactor, seen by these tests'
-        // edge tests, are older than every instant here.
-        let start = Instant::now() + Duration::from_secs(3_600);
+    fn slices_grow_after_a_restart_and_count_the_wait_before_them() {
+        let restarts = Restarts::new();
+        // After the epoch that restarts count from, which the first note sets.
+        let start = Instant::now() + Duration::from_secs(1);
         let us = Duration::from_micros;
-        let mut helper = HelperWatch::new(start);
-        assert_eq!(helper.slice(start), us(40));
-        assert_eq!(helper.slice(start + us(400)), us(100));
-        assert_eq!(helper.slice(start + us(5_000)), us(250));
-        // A slice a little late is no reason; one that ran past half the time since is.
-        helper.ran(start + us(5_000), start + us(5_300));
-        assert_eq!(helper.slice(start + us(5_300)), us(250));
-        helper.ran(start + us(5_300), start + us(8_000));
-        assert_eq!(helper.slice(start + us(8_000)), us(40));
+        // Slices that each run 5 µs past their budget: no restart, and they grow to the longest
+        // within a millisecond.
+        let mut helper = HelperWatch::new(&restarts, start);
+        let mut now = start;
+        let mut budgets = Vec::new();
+        while now < start + us(1_200) {
+            let budget = helper.budget(now);
+            budgets.push(budget);
+            now += budget + us(5);
+            helper.ran(now);
+        }
+        assert_eq!(restarts.latest(), Some(start));
+        assert_eq!(budgets.first(), Some(&us(25)));
+        assert_eq!(budgets.last(), Some(&LONGEST_SLICE));
+        assert!(budgets.is_sorted(), "{budgets:?}");
+        // Exactly: a quarter of the time since the restart at the last tick.
+        let mut at = |tick: u64, now: u64| {
+            helper.last_tick = start + us(tick);
+            helper.budget(start + us(now))
+        };
+        assert_eq!(at(400, 400), us(100));
+        assert_eq!(at(400, 450), us(50));
+        assert_eq!(at(1_000, 1_000), us(250));
+        // A wait of 300 µs from the tick at 1 ms leaves 250 - 300: tick before any task.
+        assert_eq!(at(1_000, 1_300), Duration::ZERO);
+        helper.waited(start + us(1_000), start + us(1_300));
+        // The gap from the tick at 1 ms to 1.3 ms is not over half the time since the restart.
+        helper.ran(start + us(1_300));
+        assert_eq!(restarts.latest(), Some(start));
+        // Long after the restart, the same wait leaves a whole slice.
+        helper.last_tick = start + us(20_000);
+        helper.waited(start + us(20_000), start + us(20_300));
+        assert_eq!(helper.budget(start + us(20_300)), LONGEST_SLICE);
+    }
+
+    #[test]
+    fn a_long_gap_a_long_wait_or_another_thread_s_poll_starts_the_slices_over() {
+        let restarts = Restarts::new();
+        let start = Instant::now() + Duration::from_secs(1);
+        let us = Duration::from_micros;
+        let mut helper = HelperWatch::new(&restarts, start);
+        // A gap a little over the budget is no reason; one over half the time since is.
+        helper.last_tick = start + us(5_000);
+        helper.ran(start + us(5_300));
+        assert_eq!(restarts.latest(), Some(start));
+        helper.ran(start + us(8_000));
+        assert_eq!(restarts.latest(), Some(start + us(8_000)));
+        assert_eq!(helper.budget(start + us(8_000)), us(25));
         // So is a wait on the reactor of 400 µs or more, not a shorter one.
-        let later = start + us(20_000);
-        helper.waited(later, later + us(399));
-        assert_eq!(helper.slice(later + us(399)), us(250));
-        helper.waited(later, later + us(400));
-        assert_eq!(helper.slice(later + us(400)), us(40));
+        helper.last_tick = start + us(40_000);
+        helper.waited(start + us(40_000), start + us(40_399));
+        assert_eq!(restarts.latest(), Some(start + us(8_000)));
+        helper.waited(start + us(40_000), start + us(40_400));
+        assert_eq!(restarts.latest(), Some(start + us(40_400)));
+        assert_eq!(helper.budget(start + us(40_400)), us(25));
+        // The reactor polled by a thread outside `block_on` is a restart too, seen by every
+        // `block_on`; inside one it is not.
+        let other = Restarts::new();
+        block_on(async { other.note_if_outside_block_on() });
+        assert_eq!(other.latest(), None);
+        let before = Instant::now();
+        std::thread::scope(|scope| {
+            scope.spawn(|| other.note_if_outside_block_on());
+        });
+        assert!(other.latest().is_some_and(|at| at >= before));
     }
 
     #[test]

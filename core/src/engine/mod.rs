@@ -31,6 +31,7 @@ pub mod payload;
 mod session;
 pub mod sid;
 
+use std::borrow::Cow;
 use std::collections::{BTreeSet, HashMap, VecDeque};
 use std::net::SocketAddr;
 use std::time::Instant;
@@ -588,7 +589,7 @@ impl Engine {
                 transport,
             }),
             upgrade,
-            eio: query.eio,
+            eio: query.eio.map(Cow::into_owned),
             ws_error: upgrade
                 .then(|| self::http::websocket_handshake_error(&head.method, &head.headers))
                 .flatten(),

@@ -281,6 +281,9 @@ pub struct Engine {
     dirty: Vec<SessionId>,
     /// Headers to add to a request's response (CORS, the cookie), until it is answered.
     extra_headers: IdMap<RequestId, HeaderMap>,
+    /// The open packet's JSON after the sid, for a session that may not upgrade (0) and one that
+    /// may (1): the same for every session, so formatted once rather than per handshake.
+    open_tails: [Box<str>; 2],
 }
 
 impl Engine {
@@ -290,7 +293,18 @@ impl Engine {
         if config.add_trailing_slash && !config.path.ends_with('/') {
             config.path.push('/');
         }
+        let open_tail = |upgrades: &str| {
+            format!(
+                "\",\"upgrades\":{upgrades},\"pingInterval\":{},\"pingTimeout\":{},\"maxPayload\":{}}}",
+                config.ping_interval.as_millis(),
+                config.ping_timeout.as_millis(),
+                config.max_http_buffer_size,
+            )
+            .into_boxed_str()
+        };
+        let open_tails = [open_tail("[]"), open_tail("[\"websocket\"]")];
         Engine {
+            open_tails,
             ids: IdGenerator::new(config.rng_seed),
             config,
             sessions: Slab::new(),
@@ -920,23 +934,15 @@ impl Engine {
             Transport::WebSocket => Role::WebSocket(id),
         };
         self.requests.insert(request, role);
-        let upgrades = if transport == Transport::Polling
+        let may_upgrade = transport == Transport::Polling
             && self.config.allow_upgrades
-            && self.config.transports.websocket
-        {
-            "[\"websocket\"]"
-        } else {
-            "[]"
-        };
-        // The open packet, `0` and its JSON, formatted straight into its frame.
-        let open = format!(
-            "0{{\"sid\":\"{}\",\"upgrades\":{},\"pingInterval\":{},\"pingTimeout\":{},\"maxPayload\":{}}}",
-            sid,
-            upgrades,
-            self.config.ping_interval.as_millis(),
-            self.config.ping_timeout.as_millis(),
-            self.config.max_http_buffer_size,
-        );
+            && self.config.transports.websocket;
+        // The open packet, `0` and its JSON, written straight into its frame.
+        let tail = &self.open_tails[usize::from(may_upgrade)];
+        let mut open = String::with_capacity(9 + sid.as_str().len() + tail.len());
+        open.push_str("0{\"sid\":\"");
+        open.push_str(sid.as_str());
+        open.push_str(tail);
         self.queue(id, Frame::Text(ByteString::from(open)));
         if let Some(initial) = &self.config.initial_packet {
             let frame = Frame::text_message(initial);

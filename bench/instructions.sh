@@ -8,7 +8,9 @@
 # `mark` in bench/src/load/mod.rs): the server's start, the clients' setup (connections, joins)
 # and their closes stay out of the count.
 # Node is left out: its JIT compiles under valgrind, so its count would not be its steady cost.
-# Needs valgrind (Debian: valgrind). Writes a markdown table to stdout.
+# Needs valgrind (Debian: valgrind). The cuts reach the server while it waits in epoll_wait, through
+# vgdb's ptrace invoker: where ptrace is restricted (Yama's ptrace_scope above 0), run as root.
+# Writes a markdown table to stdout.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 scenario="${1:-echo}"
@@ -56,14 +58,23 @@ for server in socketioxide sio-tokio sio-smol sio-async-std; do
     --attach "$addr,$pid" --servers "$server" --scenarios "$scenario" --out "$out/report.md" >&2 &
   loader=$!
   # The first cut ends the count of the start (dump 1), the second the count of the load (dump 2).
+  dump=0
   for name in start end; do
     await_mark "$marks/$name" "$loader"
     callgrind_control --dump "$pid" >/dev/null
+    dump=$((dump + 1))
+    # callgrind_control answers 0 even when the dump did not happen.
+    [ -s "$out/$server.cg.$dump" ] || { echo "$server: callgrind did not dump at $name" >&2; exit 1; }
     touch "$marks/$name.go"
   done
   wait "$loader"
+  unset loader
   kill -TERM "$pid"
   wait "$pid" || true
+  unset pid
+  # Deliveries the loader never received were counted by callgrind but not by the loader.
+  lost="$(awk -F'|' '$2 ~ /messages lost/ { gsub(/ /, "", $3); print $3 }' "$out/report.md")"
+  [ "${lost:-0}" = 0 ] || { echo "$server: $lost messages lost, the count would be wrong" >&2; exit 1; }
   total="$(awk '/^(summary|totals):/ { print $2; exit }' "$out/$server.cg.2")"
   units="$(cat "$marks/end")"
   [ "$units" -gt 0 ] || { echo "$server: no ${unit} counted" >&2; exit 1; }

@@ -301,7 +301,7 @@ struct Driver<A: App> {
     /// See `Limits::driver_writes`.
     driver_writes: usize,
     /// Outboxes the driver writes to their sockets once the current batch of inputs is handled:
-    /// several frames for one connection then go out in one `writev`.
+    /// several frames for one connection then go out in one write.
     write_later: Vec<Arc<Outbox>>,
 }
 

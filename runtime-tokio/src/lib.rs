@@ -201,8 +201,12 @@ impl hyper::rt::Write for TokioStream {
         )
     }
 
+    /// hyper then copies a response's head and body into one buffer, written with one `send`:
+    /// less work for hyper and the kernel than a `writev` of the pieces (45,753 against 46,679
+    /// user-space instructions per polling echo). The WebSocket outbox still writes large frames
+    /// vectored, through `poll_write_vectored`.
     fn is_write_vectored(&self) -> bool {
-        true
+        false
     }
 
     fn poll_flush(self: Pin<&mut Self>, _: &mut Context<'_>) -> Poll<io::Result<()>> {

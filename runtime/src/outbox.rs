@@ -38,11 +38,6 @@ pub(crate) enum Pushed {
 
 /// Slices handed to one `writev`.
 const MAX_SLICES: usize = 64;
-/// Queued bytes up to this many in all are copied into one buffer and written with one `send`
-/// rather than a `writev` of their pieces: the kernel's `writev` path (the VFS layer and the
-/// import of the slices) cost about 5% of sio's CPU per echo against 1.6% for `send` (perf, the
-/// project VM), far more than copying a few hundred bytes.
-const COALESCE_BYTES: usize = 4096;
 /// Up to this many queued chunks are written from a small array of slices.
 const FEW_CHUNKS: usize = 4;
 /// The longest header of an unmasked frame.
@@ -174,38 +169,11 @@ const SPARE_QUEUES: usize = 256;
 const SPARE_QUEUE_CAPACITY: usize = 8;
 
 thread_local! {
-    /// The buffer small writes are copied into (see [`COALESCE_BYTES`]).
-    static COALESCE: std::cell::RefCell<Vec<u8>> = const { std::cell::RefCell::new(Vec::new()) };
     /// Emptied chunk queues, kept for the next outbox that needs one. A broadcast fills and
     /// empties the queues of all its recipients together, far more than the allocator's
     /// per-thread cache holds, so without these each would be a slow allocation and free.
     static SPARE: std::cell::RefCell<Vec<VecDeque<Chunk>>> =
         const { std::cell::RefCell::new(Vec::new()) };
-}
-
-/// Writes `slices` through `write`: as one slice, copied into the thread's buffer, when there
-/// are several and they are small (see [`COALESCE_BYTES`]).
-fn write_coalesced(
-    slices: &[IoSlice<'_>],
-    mut write: impl FnMut(&[IoSlice<'_>]) -> Poll<io::Result<usize>>,
-) -> Poll<io::Result<usize>> {
-    let total: usize = slices.iter().map(|s| s.len()).sum();
-    if slices.len() < 2 || total > COALESCE_BYTES {
-        return write(slices);
-    }
-    let coalesced = COALESCE.try_with(|buffer| {
-        let mut buffer = buffer.try_borrow_mut().ok()?;
-        buffer.clear();
-        for slice in slices {
-            buffer.extend_from_slice(slice);
-        }
-        Some(write(&[IoSlice::new(&buffer)]))
-    });
-    match coalesced {
-        Ok(Some(written)) => written,
-        // No buffer to copy into: the thread is ending, or a write reached here again.
-        _ => write(slices),
-    }
 }
 
 /// An empty queue, with room from an earlier one when the thread kept any.
@@ -282,7 +250,7 @@ impl Inner {
             }
         }
         let slices = &slices[..count];
-        let written = std::task::ready!(write_coalesced(slices, write))?;
+        let written = std::task::ready!(crate::io::write_joined(slices, write))?;
         if written == 0 && count > 0 {
             return Poll::Ready(Err(io::ErrorKind::WriteZero.into()));
         }
@@ -755,10 +723,11 @@ mod tests {
 
     #[test]
     fn small_frames_go_out_as_one_slice_and_large_ones_as_their_pieces() {
-        let large = "x".repeat(COALESCE_BYTES);
+        let join = crate::io::JOIN_BYTES;
+        let large = "x".repeat(join);
         let outbox = Outbox::new(8);
-        // Room for the two small frames and part of the large one's header.
-        let socket = Socket::with_room(7);
+        // Room for the two small frames and the first two bytes of the large one's header.
+        let socket = Socket::with_room(9);
         let mut io = TaskIo(socket.clone());
         let (_counter, waker) = CountingWaker::new();
         let mut cx = Context::from_waker(&waker);
@@ -771,22 +740,40 @@ mod tests {
         outbox.write_direct();
         // The three frames are over the limit together: header and payload slices, cut short.
         assert_eq!(*socket.slices.lock().unwrap(), [6]);
-        assert_eq!(socket.written(), b"\x81\x02ab\x81\x01c");
+        assert_eq!(socket.written(), b"\x81\x02ab\x81\x01c\x81\x7e");
         *socket.room.lock().unwrap() = usize::MAX;
         socket.slices.lock().unwrap().clear();
         assert!(serve(&outbox, &mut io, &mut cx).is_pending());
-        // What is left is one frame over the limit: its two pieces, not a copy.
+        // What is left is over the limit: the rest of the header and the payload, not a copy.
         assert_eq!(*socket.slices.lock().unwrap(), [2]);
-        let mut want = vec![0x81, 126, 0x10, 0x00];
+        let mut want = vec![0x10, 0x00];
         want.extend_from_slice(large.as_bytes());
         assert_eq!(socket.written(), want);
+
+        // The task handed the writing back to the driver. Two small frames: one slice, copied,
+        // and cut short inside the second frame's header; the task writes the rest.
         socket.slices.lock().unwrap().clear();
-        // The task handed the writing back to the driver.
+        *socket.room.lock().unwrap() = 5;
         assert_eq!(outbox.push(text("d")), Ok(Pushed::WriteLater));
         outbox.push(text("e")).unwrap();
         outbox.write_direct();
-        // Two small frames: one slice, copied.
         assert_eq!(*socket.slices.lock().unwrap(), [1]);
-        assert_eq!(socket.written(), b"\x81\x01d\x81\x01e");
+        assert_eq!(socket.written(), b"\x81\x01d\x81\x01");
+        *socket.room.lock().unwrap() = usize::MAX;
+        assert!(serve(&outbox, &mut io, &mut cx).is_pending());
+        assert_eq!(socket.written(), b"e");
+
+        // A frame of exactly the limit, header included, is still joined.
+        socket.slices.lock().unwrap().clear();
+        let payload = "y".repeat(join - 4);
+        assert_eq!(
+            outbox.push(Frame::Text(payload.clone().into())),
+            Ok(Pushed::WriteLater)
+        );
+        outbox.write_direct();
+        assert_eq!(*socket.slices.lock().unwrap(), [1]);
+        let written = socket.written();
+        assert_eq!(written.len(), join);
+        assert_eq!(&written[4..], payload.as_bytes());
     }
 }

@@ -112,11 +112,11 @@ struct TokioSocket(tokio::net::TcpStream);
 
 impl SocketWriter for TokioSocket {
     fn try_write_vectored(&self, bufs: &[io::IoSlice<'_>]) -> io::Result<usize> {
-        // One slice goes through `send`, which costs the kernel less than `writev`.
-        match bufs {
-            [one] => self.0.try_write(one),
-            _ => self.0.try_write_vectored(bufs),
-        }
+        send_joined(
+            bufs,
+            |one| self.0.try_write(one),
+            |bufs| self.0.try_write_vectored(bufs),
+        )
     }
 }
 
@@ -195,10 +195,11 @@ impl hyper::rt::Write for TokioStream {
             cx,
             |cx| socket.poll_write_ready(cx),
             || {
-                write_joined(bufs, |bufs| match bufs {
-                    [one] => socket.try_write(one),
-                    _ => socket.try_write_vectored(bufs),
-                })
+                send_joined(
+                    bufs,
+                    |one| socket.try_write(one),
+                    |bufs| socket.try_write_vectored(bufs),
+                )
             },
         )
     }

@@ -242,12 +242,12 @@ fn accept_nonblocking(listener: &TcpListener) -> io::Result<(TcpStream, SocketAd
 impl SocketWriter for EdgeSocket {
     fn try_write_vectored(&self, bufs: &[io::IoSlice<'_>]) -> io::Result<usize> {
         // The socket is non-blocking: a full buffer answers `WouldBlock`.
-        let mut socket: &TcpStream = self.get_ref();
-        // One slice goes through `send`, which costs the kernel less than `writev`.
-        match bufs {
-            [one] => socket.write(one),
-            _ => socket.write_vectored(bufs),
-        }
+        let socket: &TcpStream = self.get_ref();
+        crate::io::send_joined(
+            bufs,
+            |one| (&mut { socket }).write(one),
+            |bufs| (&mut { socket }).write_vectored(bufs),
+        )
     }
 }
 
@@ -317,10 +317,12 @@ impl hyper::rt::Write for AsyncIoStream {
         bufs: &[io::IoSlice<'_>],
     ) -> Poll<io::Result<usize>> {
         self.poll_write_with(cx, |socket| {
-            crate::io::write_joined(bufs, |bufs| match bufs {
-                [one] => socket.write(one),
-                _ => socket.write_vectored(bufs),
-            })
+            let socket: &TcpStream = socket;
+            crate::io::send_joined(
+                bufs,
+                |one| (&mut { socket }).write(one),
+                |bufs| (&mut { socket }).write_vectored(bufs),
+            )
         })
     }
 

@@ -68,6 +68,20 @@ pub fn read_into(
     })
 }
 
+/// Writes `bufs` joined as [`write_joined`] does, with `send` when that makes one slice (the
+/// cheaper system call) and `send_vectored` otherwise: how every socket of a runtime crate
+/// writes.
+pub fn send_joined<R>(
+    bufs: &[io::IoSlice<'_>],
+    mut send: impl FnMut(&[u8]) -> R,
+    mut send_vectored: impl FnMut(&[io::IoSlice<'_>]) -> R,
+) -> R {
+    write_joined(bufs, |bufs| match bufs {
+        [one] => send(one),
+        _ => send_vectored(bufs),
+    })
+}
+
 /// Writes of several slices up to this many bytes in all are joined into one slice (see
 /// [`write_joined`]).
 pub const JOIN_BYTES: usize = 4096;

@@ -5,7 +5,7 @@ use std::process::Command;
 use std::time::Duration;
 
 use sio_bench::ServerProcess;
-use sio_bench::load::{self, Figure, Window};
+use sio_bench::load::{self, Measurement, Window};
 
 fn start(runtime: &str) -> ServerProcess {
     let mut command = Command::new(env!("CARGO_BIN_EXE_sio-bench-server"));
@@ -13,12 +13,10 @@ fn start(runtime: &str) -> ServerProcess {
     ServerProcess::spawn(command).expect("the bench server starts")
 }
 
-fn value(figures: &[Figure], name: &str) -> f64 {
-    figures
-        .iter()
-        .find(|f| f.name == name)
-        .unwrap_or_else(|| panic!("no figure {name:?} in {figures:?}"))
-        .value
+fn value(measurement: &Measurement, name: &str) -> f64 {
+    measurement
+        .value(name)
+        .unwrap_or_else(|| panic!("no figure {name:?} in {measurement:?}"))
 }
 
 const WINDOW: Window = Window {
@@ -40,6 +38,9 @@ fn every_scenario_runs_and_loses_nothing() {
             let echo = load::echo(target, 4, ack, WINDOW).await.unwrap();
             assert!(value(&echo, "messages/s") > 0.0, "{echo:?}");
             assert!(value(&echo, "server CPU per echo (µs)") > 0.0, "{echo:?}");
+            // The steal is read over the measured window, not the setup around it.
+            assert!(echo.steal.span >= WINDOW.measure, "{echo:?}");
+            assert!(echo.steal.span < WINDOW.measure * 3, "{echo:?}");
         }
 
         let polling = load::polling_echo(target, 3, WINDOW).await.unwrap();

@@ -18,7 +18,7 @@ use tokio::task::{JoinHandle, spawn_local};
 use tokio::time::sleep;
 
 use client::{PollingClient, Transport, WsClient};
-use proc_stats::ProcSample;
+use proc_stats::{ProcSample, Steal};
 
 /// Runs a scenario on the loader's thread: a current-thread tokio runtime, where scenarios spawn
 /// their clients with `spawn_local`.
@@ -62,6 +62,26 @@ impl Figure {
             value,
             better,
         }
+    }
+}
+
+/// What one scenario measured against one server.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Measurement {
+    /// The scenario's figures.
+    pub figures: Vec<Figure>,
+    /// The machine's steal time while they were measured: a reading of the VM's noise, not a
+    /// figure of the server.
+    pub steal: Steal,
+}
+
+impl Measurement {
+    /// The value of figure `name`, if the scenario reports it.
+    pub fn value(&self, name: &str) -> Option<f64> {
+        self.figures
+            .iter()
+            .find(|f| f.name == name)
+            .map(|f| f.value)
     }
 }
 
@@ -191,7 +211,7 @@ fn micros_per(cpu_ns: u64, count: u64) -> f64 {
 
 /// `connect`: `count` WebSocket clients connect to `/`, `in_flight` handshakes at a time; then they
 /// stay idle while the server's memory is read.
-pub async fn connect(target: Target, count: usize, in_flight: usize) -> io::Result<Vec<Figure>> {
+pub async fn connect(target: Target, count: usize, in_flight: usize) -> io::Result<Measurement> {
     mark("start", 0).await?;
     let before = target.sample()?;
     let start = Instant::now();
@@ -231,7 +251,7 @@ pub async fn connect(target: Target, count: usize, in_flight: usize) -> io::Resu
         client.close().await;
     }
     let memory = idle_sample.rss_kib.saturating_sub(before.rss_kib) as f64 / count as f64;
-    Ok(vec![
+    let figures = vec![
         Figure::new(
             "connections/s",
             count as f64 / elapsed.as_secs_f64(),
@@ -258,7 +278,11 @@ pub async fn connect(target: Target, count: usize, in_flight: usize) -> io::Resu
             dropped as f64,
             Better::Lower,
         ),
-    ])
+    ];
+    Ok(Measurement {
+        figures,
+        steal: Steal::between(&before, &connected, elapsed),
+    })
 }
 
 /// Shared counters of a scenario's tasks.
@@ -309,9 +333,9 @@ fn echo_figures(
     before: ProcSample,
     after: ProcSample,
     elapsed: Duration,
-) -> Vec<Figure> {
+) -> Measurement {
     let count = counters.measured.get();
-    vec![
+    let figures = vec![
         Figure::new(
             "messages/s",
             count as f64 / elapsed.as_secs_f64(),
@@ -337,7 +361,11 @@ fn echo_figures(
             micros_per(after.cpu_ns - before.cpu_ns, count),
             Better::Lower,
         ),
-    ]
+    ];
+    Measurement {
+        figures,
+        steal: Steal::between(&before, &after, elapsed),
+    }
 }
 
 /// `echo` (`ack == false`) and `echo-ack`: `count` WebSocket clients each keep one event in flight;
@@ -347,13 +375,13 @@ pub async fn echo(
     count: usize,
     ack: bool,
     window: Window,
-) -> io::Result<Vec<Figure>> {
+) -> io::Result<Measurement> {
     let (clients, _) = connect_all(target.addr, count, 100).await?;
     round_trips(target, clients, ack, window).await
 }
 
 /// The polling variant of `echo`: each client POSTs an event and GETs the server's emit back.
-pub async fn polling_echo(target: Target, count: usize, window: Window) -> io::Result<Vec<Figure>> {
+pub async fn polling_echo(target: Target, count: usize, window: Window) -> io::Result<Measurement> {
     let mut clients = Vec::with_capacity(count);
     for _ in 0..count {
         clients.push(PollingClient::connect(target.addr).await?);
@@ -367,7 +395,7 @@ async fn round_trips<C: Transport + 'static>(
     clients: Vec<C>,
     ack: bool,
     window: Window,
-) -> io::Result<Vec<Figure>> {
+) -> io::Result<Measurement> {
     mark("start", 0).await?;
     let counters = Rc::new(Counters::default());
     let mut tasks = Vec::with_capacity(clients.len());
@@ -420,7 +448,7 @@ pub async fn broadcast(
     senders: usize,
     window: Window,
     drain: Duration,
-) -> io::Result<Vec<Figure>> {
+) -> io::Result<Measurement> {
     let (mut clients, _) = connect_all(target.addr, count, 200).await?;
     for client in &mut clients {
         client.send("420[\"join\",\"bench\"]").await?;
@@ -492,7 +520,7 @@ pub async fn broadcast(
         join(task).await??;
     }
     let deliveries = counters.measured.get();
-    Ok(vec![
+    let figures = vec![
         Figure::new(
             "deliveries/s",
             deliveries as f64 / elapsed.as_secs_f64(),
@@ -514,5 +542,9 @@ pub async fn broadcast(
             Better::Lower,
         ),
         Figure::new("messages lost", lost as f64, Better::Lower),
-    ])
+    ];
+    Ok(Measurement {
+        figures,
+        steal: Steal::between(&before, &after, elapsed),
+    })
 }

@@ -112,10 +112,15 @@ struct TokioSocket(tokio::net::TcpStream);
 
 impl SocketWriter for TokioSocket {
     fn try_write_vectored(&self, bufs: &[io::IoSlice<'_>]) -> io::Result<usize> {
+        let socket = &self.0;
         send_joined(
             bufs,
-            |one| self.0.try_write(one),
-            |bufs| self.0.try_write_vectored(bufs),
+            |one| socket.try_write(one),
+            |bufs| {
+                socket.try_io(tokio::io::Interest::WRITABLE, || {
+                    send_vectored(socket, bufs)
+                })
+            },
         )
     }
 }
@@ -198,7 +203,11 @@ impl hyper::rt::Write for TokioStream {
                 send_joined(
                     bufs,
                     |one| socket.try_write(one),
-                    |bufs| socket.try_write_vectored(bufs),
+                    |bufs| {
+                        socket.try_io(tokio::io::Interest::WRITABLE, || {
+                            send_vectored(socket, bufs)
+                        })
+                    },
                 )
             },
         )

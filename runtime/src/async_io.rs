@@ -246,7 +246,7 @@ impl SocketWriter for EdgeSocket {
         crate::io::send_joined(
             bufs,
             |one| (&mut { socket }).write(one),
-            |bufs| (&mut { socket }).write_vectored(bufs),
+            |bufs| crate::io::send_vectored(socket, bufs),
         )
     }
 }
@@ -321,7 +321,7 @@ impl hyper::rt::Write for AsyncIoStream {
             crate::io::send_joined(
                 bufs,
                 |one| (&mut { socket }).write(one),
-                |bufs| (&mut { socket }).write_vectored(bufs),
+                |bufs| crate::io::send_vectored(socket, bufs),
             )
         })
     }

@@ -82,6 +82,28 @@ pub fn send_joined<R>(
     })
 }
 
+/// Writes `bufs` to a connected socket with one `sendmsg`, as `writev` would, but on Linux and
+/// Android with `MSG_NOSIGNAL`: a write to a connection its peer closed then fails with `EPIPE`
+/// instead of raising `SIGPIPE`, which kills a host process that does not ignore the signal (sio
+/// embedded in a C, Python or Node program; a Rust `main` ignores it). std's and tokio's
+/// single-slice writes already send with that flag, but their vectored writes are a plain
+/// `writev`. Elsewhere it is a plain `sendmsg` (`WSASend` on Windows).
+pub fn send_vectored(
+    socket: &impl crate::listener::AsSocketHandle,
+    bufs: &[io::IoSlice<'_>],
+) -> io::Result<usize> {
+    #[cfg(any(target_os = "linux", target_os = "android"))]
+    {
+        use rustix::net::{SendAncillaryBuffer, SendFlags, sendmsg};
+        let mut no_control = SendAncillaryBuffer::default();
+        Ok(sendmsg(socket, bufs, &mut no_control, SendFlags::NOSIGNAL)?)
+    }
+    #[cfg(not(any(target_os = "linux", target_os = "android")))]
+    {
+        socket2::SockRef::from(socket).send_vectored(bufs)
+    }
+}
+
 /// Writes of several slices up to this many bytes in all are joined into one slice (see
 /// [`write_joined`]).
 pub const JOIN_BYTES: usize = 4096;
@@ -183,5 +205,42 @@ impl<T: hyper::rt::Write> futures_io::AsyncWrite for Compat<T> {
 
     fn poll_close(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
         self.project().inner.poll_shutdown(cx)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::io::Read;
+    use std::net::{TcpListener, TcpStream};
+
+    #[test]
+    fn send_vectored_writes_the_slices_in_order_and_fails_on_a_closed_peer() {
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        let mut client = TcpStream::connect(listener.local_addr().unwrap()).unwrap();
+        let (server, _) = listener.accept().unwrap();
+        let head = [1u8; 10];
+        let body = vec![2u8; 5000];
+        // Blocking, and loopback's buffers take 5 KiB at once.
+        let written = send_vectored(&server, &[io::IoSlice::new(&head), io::IoSlice::new(&body)]);
+        assert_eq!(written.unwrap(), 5010);
+        let mut received = vec![0u8; 5010];
+        client.read_exact(&mut received).unwrap();
+        assert_eq!(received[..10], head);
+        assert_eq!(received[10..], body[..]);
+
+        // The first write after the peer's close is answered with a reset, a later one fails.
+        // (The test harness ignores SIGPIPE, so this cannot tell MSG_NOSIGNAL's absence apart.)
+        drop(client);
+        let error = (0..100)
+            .find_map(|_| send_vectored(&server, &[io::IoSlice::new(&head)]).err())
+            .expect("a write to a closed peer fails");
+        assert!(
+            matches!(
+                error.kind(),
+                io::ErrorKind::BrokenPipe | io::ErrorKind::ConnectionReset
+            ),
+            "{error:?}"
+        );
     }
 }

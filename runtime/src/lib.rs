@@ -43,7 +43,7 @@ pub use driver::{App, Core, Fallback, Limits};
 pub use engine::{EngineHandle, EngineHandler, EngineService, EngineSocket};
 pub use handshake::Handshake;
 pub use http::Aborted;
-pub use io::{Compat, JOIN_BYTES, read_into, send_joined, write_joined};
+pub use io::{Compat, JOIN_BYTES, read_into, send_joined, send_vectored, write_joined};
 pub use listener::{LISTEN_BACKLOG, Listener, SocketWriter, raise_listen_backlog};
 pub use sio_core;
 pub use sio_core::engine::Handshake as EngineHandshake;

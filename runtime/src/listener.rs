@@ -12,9 +12,9 @@ use crate::driver::{App, Shared};
 
 // What socket2 borrows a socket through: its file descriptor, or its Windows socket.
 #[cfg(unix)]
-use std::os::fd::AsFd as AsSocketHandle;
+pub(crate) use std::os::fd::AsFd as AsSocketHandle;
 #[cfg(windows)]
-use std::os::windows::io::AsSocket as AsSocketHandle;
+pub(crate) use std::os::windows::io::AsSocket as AsSocketHandle;
 
 /// How many established connections the kernel queues for `accept`: the default of Node's
 /// `server.listen`, which the reference server runs on.

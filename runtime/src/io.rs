@@ -87,11 +87,13 @@ pub fn send_joined<R>(
 /// instead of raising `SIGPIPE`, which kills a host process that does not ignore the signal (sio
 /// embedded in a C, Python or Node program; a Rust `main` ignores it). std's and tokio's
 /// single-slice writes already send with that flag, but their vectored writes are a plain
-/// `writev`. Elsewhere it is a plain `sendmsg` (`WSASend` on Windows).
+/// `writev`. Elsewhere it is a plain `sendmsg` (`WSASend` on Windows). Slices past the first
+/// 1,024 (`IOV_MAX` on Linux, which `sendmsg` would refuse) are left for the next write.
 pub fn send_vectored(
     socket: &impl crate::listener::AsSocketHandle,
     bufs: &[io::IoSlice<'_>],
 ) -> io::Result<usize> {
+    let bufs = &bufs[..bufs.len().min(1024)];
     #[cfg(any(target_os = "linux", target_os = "android"))]
     {
         use rustix::net::{SendAncillaryBuffer, SendFlags, sendmsg};
@@ -238,7 +240,9 @@ mod tests {
         assert!(
             matches!(
                 error.kind(),
-                io::ErrorKind::BrokenPipe | io::ErrorKind::ConnectionReset
+                io::ErrorKind::BrokenPipe
+                    | io::ErrorKind::ConnectionReset
+                    | io::ErrorKind::ConnectionAborted
             ),
             "{error:?}"
         );

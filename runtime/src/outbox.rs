@@ -3,12 +3,12 @@
 //!
 //! Once the connection is upgraded, and when its listener lends the socket ([`SocketWriter`]), the
 //! driver writes the frames itself at the end of each batch of inputs: a message to 10,000 sockets
-//! then costs 10,000 `send` calls (a `writev` when the frames queued for one socket are large) and
-//! no task wake-up. The task takes over whenever the socket is
-//! full, and for everything else (the frames queued before the 101, tungstenite's pongs and close
-//! frames, connections without a lent socket), so that there is always one writer and the bytes go
-//! out in order. The queue takes memory only while bytes wait; an emptied one goes to a short list
-//! the thread keeps for the next outbox that needs one.
+//! then costs 10,000 `send` calls (a vectored `sendmsg` when the frames queued for one socket are
+//! large) and no task wake-up. The task takes over whenever the socket is full, and for everything
+//! else (the frames queued before the 101, tungstenite's pongs and close frames, connections
+//! without a lent socket), so that there is always one writer and the bytes go out in order. The
+//! queue takes memory only while bytes wait; an emptied one goes to a short list the thread keeps
+//! for the next outbox that needs one.
 
 use std::collections::VecDeque;
 use std::io::{self, IoSlice};
@@ -36,7 +36,7 @@ pub(crate) enum Pushed {
     WriteLater,
 }
 
-/// Slices handed to one `writev`.
+/// Slices handed to one vectored write.
 const MAX_SLICES: usize = 64;
 /// Up to this many queued chunks are written from a small array of slices.
 const FEW_CHUNKS: usize = 4;
@@ -218,8 +218,8 @@ impl Inner {
         self.task_writes || self.writer.is_none()
     }
 
-    /// `writev` of the queue's front, through `write` (small writes coalesced into one slice);
-    /// consumes what was written.
+    /// A vectored write of the queue's front, through `write` (small writes coalesced into one
+    /// slice); consumes what was written.
     fn write_with(
         &mut self,
         write: impl FnMut(&[IoSlice<'_>]) -> Poll<io::Result<usize>>,

@@ -101,12 +101,8 @@ fn run<T>(executor: &Executor<'_>, future: impl Future<Output = T>) -> T {
             }
             let started = Instant::now();
             let budget = helper.budget(started);
-            let mut out_of_time = budget.is_zero();
-            let mut ended = started;
-            while !out_of_time && executor.try_tick() {
-                ended = Instant::now();
-                out_of_time = ended - started >= budget;
-            }
+            let (ended, out_of_time) =
+                run_slice(started, budget, || executor.try_tick(), Instant::now);
             helper.ran(ended);
             if out_of_time {
                 // async-io's `block_on` polls the reactor, without waiting, before it polls us.
@@ -121,6 +117,27 @@ fn run<T>(executor: &Executor<'_>, future: impl Future<Output = T>) -> T {
             }
         }
     })
+}
+
+/// Runs tasks (`try_tick` runs one, `false` when none was ready) from `started` until `budget` is
+/// spent, and always at least one: where a poll of the reactor takes longer than the budget left
+/// after it (slow system calls: a sandbox such as gVisor, a traced process), a slice that may run
+/// none would poll the reactor forever and never run a task. Returns when the last task ended, and
+/// whether the budget ran out (`false`: no task was left).
+fn run_slice(
+    started: Instant,
+    budget: Duration,
+    mut try_tick: impl FnMut() -> bool,
+    mut now: impl FnMut() -> Instant,
+) -> (Instant, bool) {
+    let mut ended = started;
+    while try_tick() {
+        ended = now();
+        if ended.saturating_duration_since(started) >= budget {
+            return (ended, true);
+        }
+    }
+    (ended, false)
 }
 
 /// What [`block_on`] knows of async-io's helper thread, to run tasks as long as it can between two
@@ -187,7 +204,7 @@ impl<'a> HelperWatch<'a> {
         (tick, tick.saturating_duration_since(restart))
     }
 
-    /// How long tasks may run from `now` before the reactor ticks again; zero: tick first.
+    /// How long tasks may run from `now` before the reactor ticks again; zero: one task, then tick.
     fn budget(&self, now: Instant) -> Duration {
         let (tick, since) = self.reference();
         let gap = gap_after(since).saturating_sub(now.saturating_duration_since(tick));
@@ -335,6 +352,35 @@ mod tests {
             at.push(next);
         }
         at
+    }
+
+    #[test]
+    fn a_slice_runs_one_task_even_with_no_budget_left() {
+        let start = Instant::now();
+        let us = Duration::from_micros;
+        // Ten tasks ready, each 10 µs long.
+        let run = |budget: Duration| {
+            let (mut ready, clock) = (10, std::cell::Cell::new(start));
+            let (ended, out_of_time) = run_slice(
+                start,
+                budget,
+                || {
+                    if ready == 0 {
+                        return false;
+                    }
+                    ready -= 1;
+                    clock.set(clock.get() + us(10));
+                    true
+                },
+                || clock.get(),
+            );
+            (10 - ready, ended - start, out_of_time)
+        };
+        // A zero budget (the reactor's poll took all of it) still runs one task.
+        assert_eq!(run(Duration::ZERO), (1, us(10), true));
+        assert_eq!(run(us(25)), (3, us(30), true));
+        // With room for all of them, the slice ends when none is left.
+        assert_eq!(run(us(1_000)), (10, us(100), false));
     }
 
     #[test]

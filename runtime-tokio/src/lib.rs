@@ -195,21 +195,12 @@ impl hyper::rt::Write for TokioStream {
         cx: &mut Context<'_>,
         bufs: &[io::IoSlice<'_>],
     ) -> Poll<io::Result<usize>> {
-        let socket = &self.0.0;
+        // The same write as the driver's, waiting here when the socket is full.
+        let writer: &TokioSocket = &self.0;
         poll_io(
             cx,
-            |cx| socket.poll_write_ready(cx),
-            || {
-                send_joined(
-                    bufs,
-                    |one| socket.try_write(one),
-                    |bufs| {
-                        socket.try_io(tokio::io::Interest::WRITABLE, || {
-                            send_vectored(socket, bufs)
-                        })
-                    },
-                )
-            },
+            |cx| writer.0.poll_write_ready(cx),
+            || writer.try_write_vectored(bufs),
         )
     }
 

@@ -316,14 +316,8 @@ impl hyper::rt::Write for AsyncIoStream {
         cx: &mut Context<'_>,
         bufs: &[io::IoSlice<'_>],
     ) -> Poll<io::Result<usize>> {
-        self.poll_write_with(cx, |socket| {
-            let socket: &TcpStream = socket;
-            crate::io::send_joined(
-                bufs,
-                |one| (&mut { socket }).write(one),
-                |bufs| crate::io::send_vectored(socket, bufs),
-            )
-        })
+        // The same write as the driver's, waiting here when the socket is full.
+        self.poll_write_with(cx, |_| self.io.try_write_vectored(bufs))
     }
 
     /// hyper then hands a response's head and body over as they are (a large body is not copied);

@@ -16,6 +16,7 @@ use sio_core::engine::{BodyError, RequestId};
 use crate::SocketWriter;
 use crate::driver::{App, Command, Outcome, Shared};
 use crate::header_timer::HeaderTimer;
+use crate::upgrade_io::{UpgradeIo, UpgradeSlot};
 
 /// The request was dropped on the core's word (the reference destroys it): the server should close
 /// the connection without an answer (hyper does so for a service error).
@@ -42,8 +43,16 @@ pub(crate) async fn serve_connection<A, I>(
 {
     let timer = HeaderTimer::new(shared.runtime.clone());
     let limits = shared.limits.clone();
+    let slot = Arc::new(UpgradeSlot::default());
+    let io = UpgradeIo::new(io, slot.clone());
     let service = service_fn(move |req: Request<Incoming>| {
-        handle(shared.clone(), req, remote, writer.clone())
+        handle(
+            shared.clone(),
+            req,
+            remote,
+            writer.clone(),
+            Some(slot.clone()),
+        )
     });
     let mut builder = http1::Builder::new();
     builder
@@ -72,12 +81,15 @@ impl<A: App> Drop for CloseGuard<A> {
 
 /// Handles one request of any HTTP server whose body is an `http_body::Body` (hyper's, axum's, ...).
 /// A WebSocket upgrade needs the server's `hyper::upgrade::OnUpgrade` in the request's extensions;
-/// `writer`, when given, is the connection's socket, which the driver may then write to itself.
+/// `writer`, when given, is the connection's socket, which the driver may then write to itself;
+/// `upgrade`, the slot of the connection's [`UpgradeIo`], which then writes the open packet with
+/// the 101.
 pub(crate) async fn handle<A: App, B>(
     shared: Arc<Shared<A>>,
     mut req: Request<B>,
     remote: Option<SocketAddr>,
     writer: Option<Arc<dyn SocketWriter>>,
+    upgrade: Option<Arc<UpgradeSlot>>,
 ) -> Result<Response<Full<Bytes>>, Aborted>
 where
     B: http_body::Body<Data = Bytes> + Send + 'static,
@@ -155,6 +167,9 @@ where
                 }
                 for (name, value) in &headers {
                     h.append(name.clone(), value.clone());
+                }
+                if let Some(upgrade) = upgrade {
+                    upgrade.set(outbox.clone());
                 }
                 let task = crate::ws::run(shared.clone(), id, on_upgrade, outbox, writer);
                 shared.runtime.spawn(Box::pin(task));

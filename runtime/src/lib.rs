@@ -24,6 +24,7 @@ mod reply;
 mod servers;
 mod socketio;
 pub mod testkit;
+mod upgrade_io;
 mod ws;
 
 use std::future::Future;

@@ -218,6 +218,36 @@ impl Inner {
         self.task_writes || self.writer.is_none()
     }
 
+    /// Puts the queue's front into `slices`, a head and a body per chunk, up to `MAX_SLICES / 2`
+    /// chunks or as many as fit; returns how many slices it filled.
+    fn fill_slices<'a>(&'a self, slices: &mut [IoSlice<'a>]) -> usize {
+        let mut count = 0;
+        for chunk in self.chunks.iter().take(MAX_SLICES / 2) {
+            if count + 2 > slices.len() {
+                break;
+            }
+            for part in [chunk.head(), &chunk.body[..]] {
+                if !part.is_empty() {
+                    slices[count] = IoSlice::new(part);
+                    count += 1;
+                }
+            }
+        }
+        count
+    }
+
+    /// Drops the first `written` bytes of the queue.
+    fn consume(&mut self, written: usize) {
+        let mut left = written;
+        while let Some(front) = self.chunks.front_mut() {
+            left = front.consume(left);
+            if !front.is_empty() {
+                break;
+            }
+            self.chunks.pop_front();
+        }
+    }
+
     /// A vectored write of the queue's front, through `write` (small writes coalesced into one
     /// slice); consumes what was written.
     fn write_with(
@@ -240,28 +270,13 @@ impl Inner {
                 &mut many
             }
         };
-        let mut count = 0;
-        for chunk in self.chunks.iter().take(MAX_SLICES / 2) {
-            for part in [chunk.head(), &chunk.body[..]] {
-                if !part.is_empty() {
-                    slices[count] = IoSlice::new(part);
-                    count += 1;
-                }
-            }
-        }
+        let count = self.fill_slices(slices);
         let slices = &slices[..count];
         let written = std::task::ready!(crate::io::write_joined(slices, write))?;
         if written == 0 && count > 0 {
             return Poll::Ready(Err(io::ErrorKind::WriteZero.into()));
         }
-        let mut left = written;
-        while let Some(front) = self.chunks.front_mut() {
-            left = front.consume(left);
-            if !front.is_empty() {
-                break;
-            }
-            self.chunks.pop_front();
-        }
+        self.consume(written);
         Poll::Ready(Ok(written))
     }
 
@@ -375,6 +390,28 @@ impl Outbox {
             closed: true,
             ..Inner::default()
         };
+    }
+
+    /// Writes `head` (the 101 that accepted the WebSocket) and what is queued behind it (the open
+    /// packet) in one call of `write`: one system call and one TCP segment instead of two, and
+    /// the client reads both at once. Consumes what of the queue was written and returns how much
+    /// of `head` was. Only before [`Outbox::open`]: until then nothing else writes the queue.
+    pub fn write_behind(
+        &self,
+        head: &[IoSlice<'_>],
+        write: impl FnMut(&[IoSlice<'_>]) -> Poll<io::Result<usize>>,
+    ) -> Poll<io::Result<usize>> {
+        let mut inner = self.lock();
+        let head_len: usize = head.iter().map(|s| s.len()).sum();
+        if inner.writer.is_some() || head.len() > MAX_SLICES / 2 {
+            return crate::io::write_joined(head, write);
+        }
+        let mut slices = [IoSlice::new(&[]); MAX_SLICES];
+        slices[..head.len()].copy_from_slice(head);
+        let count = head.len() + inner.fill_slices(&mut slices[head.len()..]);
+        let written = std::task::ready!(crate::io::write_joined(&slices[..count], write))?;
+        inner.consume(written.saturating_sub(head_len));
+        Poll::Ready(Ok(written.min(head_len)))
     }
 
     /// Queues bytes the task writes itself (tungstenite's frames). They count against the

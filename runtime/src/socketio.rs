@@ -2116,7 +2116,7 @@ impl SocketIo {
         B: http_body::Body<Data = bytes::Bytes> + Send + 'static,
         B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
     {
-        crate::http::handle(self.shared.clone(), request, remote, None).await
+        crate::http::handle(self.shared.clone(), request, remote, None, None).await
     }
 
     /// The path the server answers on (`/socket.io/` by default).

@@ -54,7 +54,7 @@ for server in socketioxide sio-tokio sio-smol sio-async-std; do
   for _ in $(seq 600); do grep -q "^listening on" "$out/log" 2>/dev/null && break; sleep 0.1; done
   addr="$(sed -n 's/^listening on //p' "$out/log" | head -1)"
   [ -n "$addr" ] || { echo "$server did not start under valgrind" >&2; cat "$out/err" >&2; exit 1; }
-  SIO_BENCH_MARKS="$marks" taskset -c 1 "$target/release/sio-bench" --runs 1 --quick \
+  SIO_BENCH_MARKS="$marks" taskset -c 1 "$target/release/sio-bench" --runs 1 --retries 0 --quick \
     --attach "$addr,$pid" --servers "$server" --scenarios "$scenario" --out "$out/report.md" >&2 &
   loader=$!
   # The first cut ends the count of the start (dump 1), the second the count of the load (dump 2).

@@ -245,6 +245,109 @@ mod tests {
 
     use super::*;
 
+    /// A connection in memory: reads give `request` once and then wait for ever; every write is
+    /// recorded as it came.
+    struct Recorded {
+        request: Vec<u8>,
+        writes: Arc<std::sync::Mutex<Vec<Vec<u8>>>>,
+        wrote: Arc<tokio::sync::Notify>,
+    }
+
+    impl hyper::rt::Read for Recorded {
+        fn poll_read(
+            self: Pin<&mut Self>,
+            _: &mut Context<'_>,
+            mut buf: hyper::rt::ReadBufCursor<'_>,
+        ) -> Poll<io::Result<()>> {
+            let this = self.get_mut();
+            if this.request.is_empty() {
+                return Poll::Pending;
+            }
+            let n = this.request.len().min(buf.remaining());
+            buf.put_slice(&this.request[..n]);
+            this.request.drain(..n);
+            Poll::Ready(Ok(()))
+        }
+    }
+
+    impl hyper::rt::Write for Recorded {
+        fn poll_write(
+            self: Pin<&mut Self>,
+            cx: &mut Context<'_>,
+            buf: &[u8],
+        ) -> Poll<io::Result<usize>> {
+            self.poll_write_vectored(cx, &[io::IoSlice::new(buf)])
+        }
+
+        fn poll_write_vectored(
+            self: Pin<&mut Self>,
+            _: &mut Context<'_>,
+            bufs: &[io::IoSlice<'_>],
+        ) -> Poll<io::Result<usize>> {
+            let write: Vec<u8> = bufs.iter().flat_map(|b| b.iter().copied()).collect();
+            let n = write.len();
+            self.writes.lock().unwrap().push(write);
+            self.wrote.notify_one();
+            Poll::Ready(Ok(n))
+        }
+
+        fn is_write_vectored(&self) -> bool {
+            true
+        }
+
+        fn poll_flush(self: Pin<&mut Self>, _: &mut Context<'_>) -> Poll<io::Result<()>> {
+            Poll::Ready(Ok(()))
+        }
+
+        fn poll_shutdown(self: Pin<&mut Self>, _: &mut Context<'_>) -> Poll<io::Result<()>> {
+            Poll::Ready(Ok(()))
+        }
+    }
+
+    /// The 101 and the open packet reach the socket in one write (one TCP segment), hyper and the
+    /// driver taking their real paths.
+    #[tokio::test]
+    async fn the_101_and_the_open_packet_go_out_in_one_write() {
+        let io = SocketIo::new(ServerConfig::default());
+        let writes = Arc::new(std::sync::Mutex::new(Vec::new()));
+        let wrote = Arc::new(tokio::sync::Notify::new());
+        let connection = Recorded {
+            request: b"GET /socket.io/?EIO=4&transport=websocket HTTP/1.1\r\nHost: x\r\n\
+                Connection: Upgrade\r\nUpgrade: websocket\r\nSec-WebSocket-Version: 13\r\n\
+                Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n\r\n"
+                .to_vec(),
+            writes: writes.clone(),
+            wrote: wrote.clone(),
+        };
+        let server = io.clone();
+        tokio::spawn(async move { server.serve_connection(connection, None).await });
+        tokio::time::timeout(Duration::from_secs(10), wrote.notified())
+            .await
+            .expect("no answer in 10 s");
+        let writes = writes.lock().unwrap().clone();
+        assert_eq!(writes.len(), 1, "{writes:?}");
+        let write = &writes[0];
+        let end = write
+            .windows(4)
+            .position(|w| w == b"\r\n\r\n")
+            .expect("a head")
+            + 4;
+        let head = String::from_utf8_lossy(&write[..end]).to_lowercase();
+        assert!(
+            head.starts_with("http/1.1 101 switching protocols\r\n"),
+            "{head}"
+        );
+        // RFC 6455's example key and its answer.
+        assert!(head.contains("sec-websocket-accept: s3pplmbitxaq9kygzzhzrbk+xoo=\r\n"));
+        let frame = &write[end..];
+        assert_eq!(frame[0], 0x81, "a final text frame");
+        assert_eq!(usize::from(frame[1]), frame.len() - 2, "one whole frame");
+        let open: serde_json::Value = serde_json::from_slice(&frame[3..]).unwrap();
+        assert_eq!(frame[2], b'0', "the open packet");
+        assert_eq!(open["upgrades"], serde_json::json!([]));
+        assert_eq!(open["sid"].as_str().map(str::len), Some(20));
+    }
+
     /// On a runtime with several workers, the I/O driver runs on one thread while a connection
     /// reads on another: the event of data that comes in between a short read and the forgetting
     /// of the readiness must not be forgotten with it (hyper's connection stopped reading a

@@ -4,7 +4,7 @@
 
 use std::io::{self, IoSlice};
 use std::pin::Pin;
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, OnceLock};
 use std::task::{Context, Poll};
 
 use crate::outbox::Outbox;
@@ -13,14 +13,15 @@ use crate::outbox::Outbox;
 const STATUS_101: &[u8] = b"HTTP/1.1 101 ";
 
 /// Where the connection's service leaves the outbox of the WebSocket it accepts, for the I/O to
-/// write behind the 101.
+/// write behind the 101. Set once (a connection upgrades once), so that the I/O checks it with
+/// one atomic load per write rather than a lock.
 #[derive(Default)]
-pub(crate) struct UpgradeSlot(Mutex<Option<Arc<Outbox>>>);
+pub(crate) struct UpgradeSlot(OnceLock<Arc<Outbox>>);
 
 impl UpgradeSlot {
     /// The service accepts a WebSocket whose frames queue in `outbox`; its 101 is the next write.
     pub fn set(&self, outbox: Arc<Outbox>) {
-        *crate::lock(&self.0) = Some(outbox);
+        let _ = self.0.set(outbox);
     }
 }
 
@@ -45,7 +46,7 @@ impl<I> UpgradeIo<I> {
     /// response to write (a pipelining client): then the frames wait for the WebSocket's task,
     /// as they would without this.
     fn behind_101(&mut self, bufs: &[IoSlice<'_>]) -> Option<Arc<Outbox>> {
-        let outbox = crate::lock(&self.slot.as_ref()?.0).take()?;
+        let outbox = self.slot.as_ref()?.0.get()?.clone();
         self.slot = None;
         let first = bufs.iter().find(|b| !b.is_empty())?;
         first.starts_with(STATUS_101).then_some(outbox)
@@ -136,7 +137,11 @@ mod tests {
             }
         }
 
+        /// A socket with no room is full: the write waits.
         fn take(&mut self, bufs: &[IoSlice<'_>]) -> Poll<io::Result<usize>> {
+            if self.room == 0 {
+                return Poll::Pending;
+            }
             let mut write = Vec::new();
             for buf in bufs {
                 let n = buf.len().min(self.room - write.len());
@@ -214,11 +219,13 @@ mod tests {
         socket.writes.concat()
     }
 
-    fn write(io: &mut UpgradeIo<Recorder>, bytes: &[u8]) -> usize {
+    fn poll_write(io: &mut UpgradeIo<Recorder>, bytes: &[u8]) -> Poll<io::Result<usize>> {
         let mut cx = Context::from_waker(Waker::noop());
-        let written =
-            hyper::rt::Write::poll_write_vectored(Pin::new(io), &mut cx, &[IoSlice::new(bytes)]);
-        match written {
+        hyper::rt::Write::poll_write_vectored(Pin::new(io), &mut cx, &[IoSlice::new(bytes)])
+    }
+
+    fn write(io: &mut UpgradeIo<Recorder>, bytes: &[u8]) -> usize {
+        match poll_write(io, bytes) {
             Poll::Ready(Ok(n)) => n,
             other => panic!("{other:?}"),
         }
@@ -269,16 +276,30 @@ mod tests {
     }
 
     #[test]
+    fn when_the_socket_is_full_the_frames_wait_for_the_task() {
+        let slot = Arc::new(UpgradeSlot::default());
+        let mut io = UpgradeIo::new(Recorder::new(0), slot.clone());
+        let outbox = outbox_with_open_packet();
+        slot.set(outbox.clone());
+        assert!(poll_write(&mut io, HEAD).is_pending());
+        // hyper writes the head again once the socket has room: alone, and the task follows.
+        io.inner.room = usize::MAX;
+        assert_eq!(write(&mut io, HEAD), HEAD.len());
+        assert_eq!(io.inner.writes, [HEAD.to_vec()]);
+        assert_eq!(left_for_the_task(&outbox), OPEN_FRAME);
+    }
+
+    #[test]
     fn frames_never_go_behind_bytes_that_are_not_the_101() {
-        // hyper still had the end of an earlier response to write (a pipelining client): the
-        // frame waits for the task, after the 101.
+        // hyper's buffer held other bytes before the 101 (an interim response, the end of an
+        // earlier one): the frame waits for the task, after the 101.
         let slot = Arc::new(UpgradeSlot::default());
         let mut io = UpgradeIo::new(Recorder::new(usize::MAX), slot.clone());
         let outbox = outbox_with_open_packet();
         slot.set(outbox.clone());
-        assert_eq!(write(&mut io, b"ok"), 2);
-        assert_eq!(write(&mut io, HEAD), HEAD.len());
-        assert_eq!(io.inner.writes, [b"ok".to_vec(), HEAD.to_vec()]);
+        let both = [b"HTTP/1.1 100 Continue\r\n\r\n", HEAD].concat();
+        assert_eq!(write(&mut io, &both), both.len());
+        assert_eq!(io.inner.writes, [both]);
         assert_eq!(left_for_the_task(&outbox), OPEN_FRAME);
     }
 }

@@ -15,6 +15,8 @@
 //! server (with `--attach`, the same one), at most `--retries` times (default 2), and the attempt
 //! with the least steal counts. On bare metal there is no steal and nothing is measured twice.
 //!
+//! With `SIO_BENCH_MARKS` set (`bench/instructions.sh`), nothing is measured again.
+//!
 //! `sio-tokio-control` is sio-tokio again, run last in each round: its ratio to sio-tokio is what
 //! the same server measures against itself in the same run, the noise floor of every other ratio.
 
@@ -177,6 +179,11 @@ fn parse_options() -> Result<Options, String> {
             }
             other => return Err(format!("unknown argument {other}")),
         }
+    }
+    // A count between the marks (bench/instructions.sh) covers one attempt: a second one would
+    // write its own units over the first's while the count stayed the first's.
+    if std::env::var_os(load::MARKS_DIR).is_some() {
+        options.retries = 0;
     }
     if let Some(unknown) = options
         .servers

@@ -6,8 +6,8 @@ use std::pin::Pin;
 use std::task::{Context, Poll};
 
 pin_project_lite::pin_project! {
-    /// Bridges I/O traits both ways: hyper I/O (an upgraded connection) as futures-io for
-    /// async-tungstenite, and futures-io streams (smol, async-std) as hyper I/O.
+    /// Bridges I/O traits both ways: hyper I/O (an upgraded connection) as futures-io for the
+    /// WebSocket's task, and futures-io streams (smol, async-std) as hyper I/O.
     pub struct Compat<T> {
         #[pin]
         inner: T,
@@ -47,24 +47,40 @@ pub fn read_into(
 ) -> Poll<io::Result<()>> {
     const SCRATCH: usize = 8192;
     thread_local! {
-        static BUFFER: std::cell::RefCell<Vec<u8>> = const { std::cell::RefCell::new(Vec::new()) };
+        static BUFFER: Scratch = const { std::cell::RefCell::new(Vec::new()) };
     }
-    BUFFER.with(|buffer| {
-        // `read` never reaches this function again, but a reader that did would get a buffer of
-        // its own rather than a panic.
+    let len = buf.remaining().min(SCRATCH);
+    with_scratch(&BUFFER, SCRATCH, len, |scratch| {
+        let n = std::task::ready!(read(scratch))?;
+        buf.put_slice(&scratch[..n.min(len)]);
+        Poll::Ready(Ok(()))
+    })
+}
+
+/// A thread's scratch buffer, zeroed once.
+pub(crate) type Scratch = std::cell::RefCell<Vec<u8>>;
+
+/// Calls `f` with the first `want` bytes of the thread's buffer `key`, grown to `size` (or
+/// `want`) bytes at its first use.
+pub(crate) fn with_scratch<T>(
+    key: &'static std::thread::LocalKey<Scratch>,
+    size: usize,
+    want: usize,
+    f: impl FnOnce(&mut [u8]) -> T,
+) -> T {
+    key.with(|buffer| {
+        // A caller that reached this function again with the same buffer (never the case:
+        // each user has its own) would get a buffer of its own rather than a panic.
         let mut own = Vec::new();
         let mut borrowed = buffer.try_borrow_mut();
         let scratch = match borrowed.as_deref_mut() {
             Ok(scratch) => scratch,
             Err(_) => &mut own,
         };
-        if scratch.is_empty() {
-            scratch.resize(SCRATCH, 0);
+        if scratch.len() < want {
+            scratch.resize(size.max(want), 0);
         }
-        let len = buf.remaining().min(SCRATCH);
-        let n = std::task::ready!(read(&mut scratch[..len]))?;
-        buf.put_slice(&scratch[..n.min(len)]);
-        Poll::Ready(Ok(()))
+        f(&mut scratch[..want])
     })
 }
 

@@ -1,9 +1,10 @@
 //! Runtime-agnostic glue of **sio**: one driver task owns the sans-IO core (`sio-core`), hyper serves
-//! HTTP/1.1, async-tungstenite serves WebSocket, and everything reaches the executor through the
-//! small [`Runtime`] trait. The runtime crates (`sio-tokio`, ...) implement that trait, accept TCP
-//! connections and re-export this crate's API.
+//! HTTP/1.1, each WebSocket's task reads its frames and the driver writes them, and everything
+//! reaches the executor through the small [`Runtime`] trait. The runtime crates (`sio-tokio`, ...)
+//! implement that trait, accept TCP connections and re-export this crate's API.
 //!
-//! No protocol rule lives here: the glue moves bytes and time between the network and the core.
+//! No Engine.IO or Socket.IO rule lives here: the glue moves bytes and time between the network
+//! and the core, framing them as WebSocket (RFC 6455) on the way.
 #![forbid(unsafe_code)]
 
 #[cfg(feature = "async-io")]
@@ -26,6 +27,7 @@ mod socketio;
 pub mod testkit;
 mod upgrade_io;
 mod ws;
+mod ws_decoder;
 
 use std::future::Future;
 use std::pin::Pin;

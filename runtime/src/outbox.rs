@@ -5,7 +5,7 @@
 //! driver writes the frames itself at the end of each batch of inputs: a message to 10,000 sockets
 //! then costs 10,000 `send` calls (a vectored `sendmsg` when the frames queued for one socket are
 //! large) and no task wake-up. The task takes over whenever the socket is full, and for everything
-//! else (the frames queued before the 101, tungstenite's pongs and close frames, connections
+//! else (the frames queued before the 101, the task's pongs and close frames, connections
 //! without a lent socket), so that there is always one writer and the bytes go out in order. The
 //! queue takes memory only while bytes wait; an emptied one goes to a short list the thread keeps
 //! for the next outbox that needs one.
@@ -21,6 +21,7 @@ use futures_io::AsyncWrite;
 use sio_core::engine::Frame;
 
 use crate::SocketWriter;
+use crate::ws::opcode;
 
 /// The queue is full: the client reads slower than the server writes.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -42,12 +43,17 @@ const MAX_SLICES: usize = 64;
 const FEW_CHUNKS: usize = 4;
 /// The longest header of an unmasked frame.
 const MAX_HEADER: usize = 10;
-/// The first header byte: the final fragment, and the opcodes of a text and a binary message.
+/// The first header byte's bit of the final fragment.
 const FIN: u8 = 0x80;
-const OPCODE_TEXT: u8 = 0x1;
-const OPCODE_BINARY: u8 = 0x2;
 
-/// Queued bytes: one frame (a header and its payload), or bytes tungstenite wrote.
+/// The control frames the connection's task writes (RFC 6455 5.5).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Control {
+    Close = opcode::CLOSE as isize,
+    Pong = opcode::PONG as isize,
+}
+
+/// Queued bytes: one frame, a header and its payload.
 struct Chunk {
     head: [u8; MAX_HEADER],
     head_start: u8,
@@ -58,10 +64,14 @@ struct Chunk {
 impl Chunk {
     /// A final, unmasked data frame carrying `frame`.
     fn frame(frame: Frame) -> Chunk {
-        let (opcode, body) = match frame {
-            Frame::Text(text) => (OPCODE_TEXT, text.into_bytes()),
-            Frame::Binary(data) => (OPCODE_BINARY, data),
-        };
+        match frame {
+            Frame::Text(text) => Chunk::new(opcode::TEXT, text.into_bytes()),
+            Frame::Binary(data) => Chunk::new(opcode::BINARY, data),
+        }
+    }
+
+    /// A final, unmasked frame of `opcode` carrying `body`.
+    fn new(opcode: u8, body: Bytes) -> Chunk {
         let mut head = [0; MAX_HEADER];
         // RFC 6455 5.2: FIN and the opcode, then the length in 7 bits, or 126 and 16 bits, or 127
         // and 64 bits, big-endian; a server's frames carry no mask.
@@ -84,16 +94,6 @@ impl Chunk {
             head_start: 0,
             head_end,
             body,
-        }
-    }
-
-    /// Bytes written as they are.
-    fn raw(bytes: &[u8]) -> Chunk {
-        Chunk {
-            head: [0; MAX_HEADER],
-            head_start: 0,
-            head_end: 0,
-            body: Bytes::copy_from_slice(bytes),
         }
     }
 
@@ -414,28 +414,16 @@ impl Outbox {
         Poll::Ready(Ok(written.min(head_len)))
     }
 
-    /// Queues bytes the task writes itself (tungstenite's frames). They count against the
+    /// Queues a control frame the task writes itself (a pong, a close). They count against the
     /// limit too, so that a client sending pings without reading cannot grow the queue.
-    pub fn push_raw(&self, bytes: &[u8]) -> Result<(), Full> {
-        if bytes.is_empty() {
-            return Ok(());
-        }
+    pub fn push_control(&self, control: Control, payload: Bytes) -> Result<(), Full> {
         let mut inner = self.lock();
         if inner.chunks.len() >= self.limit {
             return Err(Full);
         }
-        inner.chunks.push_back(Chunk::raw(bytes));
+        inner.chunks.push_back(Chunk::new(control as u8, payload));
         inner.task_writes = true;
         Ok(())
-    }
-
-    /// Writes the queue through `io` when the task is the writer, until it is empty (the task).
-    pub fn poll_flush<W: AsyncWrite + ?Sized>(
-        &self,
-        cx: &mut Context<'_>,
-        io: Pin<&mut W>,
-    ) -> Poll<io::Result<()>> {
-        flush(&mut self.lock(), cx, io)
     }
 
     /// The task's side: writes what it has to, then waits for more. Ready with `Ok` once the
@@ -499,6 +487,11 @@ mod tests {
         Frame::Text(ByteString::from_static(s))
     }
 
+    /// A chunk of binary frame carrying `body`.
+    fn chunk(body: &'static [u8]) -> Chunk {
+        Chunk::new(opcode::BINARY, Bytes::from_static(body))
+    }
+
     #[test]
     fn the_queue_keeps_order_and_gives_back_what_it_allocated() {
         let bodies =
@@ -506,10 +499,10 @@ mod tests {
         let spare = || SPARE.with(|spare| spare.borrow().len());
         assert_eq!(spare(), 0);
         let mut chunks = Chunks::default();
-        chunks.push_back(Chunk::raw(b"a"));
+        chunks.push_back(chunk(b"a"));
         assert_eq!((chunks.len(), chunks.rest.capacity()), (1, 0));
-        chunks.push_back(Chunk::raw(b"b"));
-        chunks.push_back(Chunk::raw(b"c"));
+        chunks.push_back(chunk(b"b"));
+        chunks.push_back(chunk(b"c"));
         assert_eq!(bodies(&chunks), ["a", "b", "c"]);
         assert_eq!(chunks.len(), 3);
         chunks.pop_front();
@@ -523,14 +516,14 @@ mod tests {
         assert!(chunks.is_empty());
         assert_eq!(chunks.len(), 0);
         let mut other = Chunks::default();
-        other.push_back(Chunk::raw(b"d"));
-        other.push_back(Chunk::raw(b"e"));
+        other.push_back(chunk(b"d"));
+        other.push_back(chunk(b"e"));
         assert_eq!(spare(), 0);
         assert_eq!(bodies(&other), ["d", "e"]);
         assert!(other.rest.capacity() > 0);
         // A queue grown large is freed rather than kept.
         for _ in 0..SPARE_QUEUE_CAPACITY {
-            other.push_back(Chunk::raw(b"f"));
+            other.push_back(chunk(b"f"));
         }
         while !other.is_empty() {
             other.pop_front();
@@ -728,15 +721,12 @@ mod tests {
         let mut cx = Context::from_waker(&waker);
         outbox.open(Some(socket.clone()));
         assert!(serve(&outbox, &mut io, &mut cx).is_pending());
-        // A frame planned for the driver, then a pong of tungstenite: the task writes both, in
+        // A frame planned for the driver, then a pong of the task: the task writes both, in
         // order, and the driver finds nothing left.
         assert_eq!(outbox.push(text("a")), Ok(Pushed::WriteLater));
-        outbox.push_raw(b"\x8a\x00").unwrap();
-        assert_eq!(outbox.push_raw(b"\x8a\x00"), Err(Full));
-        assert!(matches!(
-            outbox.poll_flush(&mut cx, Pin::new(&mut io)),
-            Poll::Ready(Ok(()))
-        ));
+        outbox.push_control(Control::Pong, Bytes::new()).unwrap();
+        assert_eq!(outbox.push_control(Control::Pong, Bytes::new()), Err(Full));
+        assert!(serve(&outbox, &mut io, &mut cx).is_pending());
         outbox.write_direct();
         assert_eq!(socket.written(), b"\x81\x01a\x8a\x00");
         assert_eq!(*socket.writes.lock().unwrap(), 1);

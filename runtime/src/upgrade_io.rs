@@ -41,10 +41,17 @@ impl<I> UpgradeIo<I> {
         }
     }
 
+    /// Whether the service accepted a WebSocket whose 101 is not written yet.
+    fn accepted(&self) -> bool {
+        self.slot
+            .as_ref()
+            .is_some_and(|slot| slot.0.get().is_some())
+    }
+
     /// The outbox to write behind `bufs`, when they are the head of the 101. A write after the
-    /// service accepted a WebSocket is that head unless hyper still had bytes of an earlier
-    /// response to write (a pipelining client): then the frames wait for the WebSocket's task,
-    /// as they would without this.
+    /// service accepted a WebSocket starts with that head unless hyper's buffer held other bytes
+    /// before it (an interim response, the end of an earlier one): then the frames wait for the
+    /// WebSocket's task, as they would without this.
     fn behind_101(&mut self, bufs: &[IoSlice<'_>]) -> Option<Arc<Outbox>> {
         let outbox = self.slot.as_ref()?.0.get()?.clone();
         self.slot = None;
@@ -70,7 +77,7 @@ impl<I: hyper::rt::Write + Unpin> hyper::rt::Write for UpgradeIo<I> {
         buf: &[u8],
     ) -> Poll<io::Result<usize>> {
         let this = self.get_mut();
-        if this.slot.is_some() {
+        if this.accepted() {
             return Pin::new(this).poll_write_vectored(cx, &[IoSlice::new(buf)]);
         }
         Pin::new(&mut this.inner).poll_write(cx, buf)
@@ -82,7 +89,7 @@ impl<I: hyper::rt::Write + Unpin> hyper::rt::Write for UpgradeIo<I> {
         bufs: &[IoSlice<'_>],
     ) -> Poll<io::Result<usize>> {
         let this = self.get_mut();
-        let behind = if this.slot.is_some() {
+        let behind = if this.accepted() {
             this.behind_101(bufs)
         } else {
             None
@@ -214,8 +221,9 @@ mod tests {
     fn left_for_the_task(outbox: &Outbox) -> Vec<u8> {
         let mut socket = Recorder::new(usize::MAX);
         let mut cx = Context::from_waker(Waker::noop());
-        let flushed = outbox.poll_flush(&mut cx, Pin::new(&mut socket));
-        assert!(matches!(flushed, Poll::Ready(Ok(()))));
+        let mut closed = false;
+        let served = outbox.poll_serve(&mut cx, Pin::new(&mut socket), &mut closed);
+        assert!(served.is_pending());
         socket.writes.concat()
     }
 

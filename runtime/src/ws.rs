@@ -6,28 +6,31 @@ use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{Context, Poll};
 
-use async_tungstenite::WebSocketStream;
-use async_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
-use async_tungstenite::tungstenite::protocol::{CloseFrame, Role, WebSocketConfig};
-use async_tungstenite::tungstenite::{Error as WsError, Message as WsMessage, Utf8Bytes};
 use bytes::Bytes;
-use futures_io::{AsyncRead, AsyncWrite};
-use futures_lite::{Stream, future};
+use futures_io::AsyncWrite;
+use futures_lite::future;
 use hyper::upgrade::{OnUpgrade, Upgraded};
-use sio_core::engine::{Frame, RequestId};
+use sio_core::engine::RequestId;
 
 use crate::driver::{App, Command, Shared};
 use crate::io::Compat;
-use crate::outbox::Outbox;
+use crate::outbox::{Control, Outbox};
+use crate::ws_decoder::{Decoder, Incoming, Read};
 use crate::{SocketWriter, Timer};
 
-/// What tungstenite writes at once before it flushes (pongs and close frames only: data frames
-/// go through the outbox).
-const WRITE_BUFFER_BYTES: usize = 1024;
+/// The opcodes of WebSocket frames (RFC 6455 5.2).
+pub(crate) mod opcode {
+    pub const CONTINUATION: u8 = 0x0;
+    pub const TEXT: u8 = 0x1;
+    pub const BINARY: u8 = 0x2;
+    pub const CLOSE: u8 = 0x8;
+    pub const PING: u8 = 0x9;
+    pub const PONG: u8 = 0xa;
+}
 
 /// What woke the task.
 enum Wake {
-    Read(Option<Result<WsMessage, WsError>>),
+    Read(Read),
     /// The outbox is closed and written out, or a write failed.
     Write(io::Result<()>),
     /// The outbox is closed and the socket took nothing for `Limits::ws_close_timeout`.
@@ -52,15 +55,34 @@ impl CloseDeadline {
     }
 }
 
-/// Sends the close frame (`frame`, or a normal close) and flushes, until the deadline.
+/// Queues a close frame carrying `payload` behind what is queued, takes no more frames, writes
+/// everything out and shuts the connection's sending side, until the deadline.
 async fn close<A: App>(
     shared: &Shared<A>,
-    stream: &mut WebSocketStream<Duplex>,
-    frame: Option<CloseFrame>,
+    io: &mut Compat<Upgraded>,
+    outbox: &Outbox,
+    payload: Bytes,
     deadline: &mut CloseDeadline,
 ) {
-    let closing = async { drop(stream.close(frame).await) };
-    future::or(closing, future::poll_fn(|cx| deadline.poll(shared, cx))).await
+    // A full queue already holds more than the deadline will likely let out: the frame is left.
+    let _ = outbox.push_control(Control::Close, payload);
+    outbox.close();
+    let written = future::poll_fn(|cx| {
+        let mut closed = false;
+        if let Poll::Ready(done) = outbox.poll_serve(cx, Pin::new(&mut *io), &mut closed) {
+            return Poll::Ready(done.is_ok());
+        }
+        deadline.poll(shared, cx).map(|()| false)
+    })
+    .await;
+    if written {
+        let shutdown = future::poll_fn(|cx| Pin::new(&mut *io).poll_close(cx));
+        future::or(
+            async { drop(shutdown.await) },
+            future::poll_fn(|cx| deadline.poll(shared, cx)),
+        )
+        .await;
+    }
 }
 
 /// Serves the WebSocket of request `id` once hyper hands it over; the driver queues its frames in
@@ -78,33 +100,21 @@ pub(crate) async fn run<A: App>(
         shared.send_now(Command::Closed { id });
         return;
     };
-    let limits = &shared.limits;
-    let mut config = WebSocketConfig::default();
-    config.read_buffer_size = limits.ws_read_buffer;
-    config.write_buffer_size = WRITE_BUFFER_BYTES;
-    config.max_write_buffer_size = shared.max_message_size.saturating_mul(2).max(1 << 16);
-    config.max_message_size = Some(shared.max_message_size);
-    config.max_frame_size = Some(shared.max_message_size);
-    let duplex = Duplex {
-        io: Compat::new(upgraded),
-        outbox: outbox.clone(),
-    };
-    let mut stream = WebSocketStream::from_raw_socket(duplex, Role::Server, Some(config)).await;
+    let mut io = Compat::new(upgraded);
+    let mut decoder = Decoder::new(shared.limits.ws_read_buffer, shared.max_message_size);
     // The 101 is written: from now on the driver may write to the socket itself.
     outbox.open(writer);
     let mut closing = CloseDeadline::default();
     loop {
         let wake = future::poll_fn(|cx| {
-            let duplex = stream.get_mut();
             let mut closed = false;
-            if let Poll::Ready(done) = outbox.poll_serve(cx, Pin::new(&mut duplex.io), &mut closed)
-            {
+            if let Poll::Ready(done) = outbox.poll_serve(cx, Pin::new(&mut io), &mut closed) {
                 return Poll::Ready(Wake::Write(done));
             }
             if closed && closing.poll(&shared, cx).is_ready() {
                 return Poll::Ready(Wake::CloseTimeout);
             }
-            Pin::new(&mut stream).poll_next(cx).map(Wake::Read)
+            decoder.poll_read(cx, Pin::new(&mut io)).map(Wake::Read)
         })
         .await;
         match wake {
@@ -118,24 +128,12 @@ pub(crate) async fn run<A: App>(
                 return;
             }
             Wake::Write(Ok(())) => {
-                // Boxed: a close runs once, and the task's state stays small while the
-                // connection is open.
-                Box::pin(close(&shared, &mut stream, None, &mut closing)).await;
+                // The driver closed the session. Boxed: a close runs once, and the task's state
+                // stays small while the connection is open.
+                Box::pin(close(&shared, &mut io, &outbox, Bytes::new(), &mut closing)).await;
                 return;
             }
-            Wake::Read(Some(Ok(message))) => {
-                let frame = match message {
-                    WsMessage::Text(text) => {
-                        let bytes: Bytes = text.into();
-                        match bytestring::ByteString::try_from(bytes) {
-                            Ok(text) => Frame::Text(text),
-                            Err(_) => continue,
-                        }
-                    }
-                    WsMessage::Binary(data) => Frame::Binary(data),
-                    // Control frames are answered by tungstenite; a close ends the stream next.
-                    _ => continue,
-                };
+            Wake::Read(Read::Incoming(Incoming::Message(frame))) => {
                 if shared
                     .commands
                     .send(Command::WsFrame { id, frame })
@@ -145,27 +143,31 @@ pub(crate) async fn run<A: App>(
                     return;
                 }
             }
-            Wake::Read(Some(Err(error))) => {
-                // Close codes as the reference's `ws` library sends them.
-                let (description, code) = match error {
-                    WsError::Capacity(_) => ("message too large", CloseCode::Size),
-                    WsError::Protocol(_) => ("websocket protocol error", CloseCode::Protocol),
-                    // A connection that ends without a close frame is a close, as in the reference.
-                    WsError::ConnectionClosed | WsError::AlreadyClosed | WsError::Io(_) => {
-                        shared.send_now(Command::Closed { id });
-                        return;
-                    }
-                    _ => ("websocket read error", CloseCode::Error),
-                };
-                shared.send_now(Command::WsError { id, description });
-                let frame = CloseFrame {
-                    code,
-                    reason: Utf8Bytes::default(),
-                };
-                Box::pin(close(&shared, &mut stream, Some(frame), &mut closing)).await;
+            Wake::Read(Read::Incoming(Incoming::Ping(payload))) => {
+                // A client that pings without reading fills the queue: drop it.
+                if outbox.push_control(Control::Pong, payload).is_err() {
+                    shared.send_now(Command::Closed { id });
+                    return;
+                }
+            }
+            Wake::Read(Read::Incoming(Incoming::Pong)) => {}
+            Wake::Read(Read::Incoming(Incoming::Close(payload))) => {
+                // The close is answered with the client's own code and reason, as `ws` does.
+                shared.send_now(Command::Closed { id });
+                Box::pin(close(&shared, &mut io, &outbox, payload, &mut closing)).await;
                 return;
             }
-            Wake::Read(None) => {
+            Wake::Read(Read::Violation(violation)) => {
+                shared.send_now(Command::WsError {
+                    id,
+                    description: violation.description(),
+                });
+                let payload = Bytes::copy_from_slice(&violation.code().to_be_bytes());
+                Box::pin(close(&shared, &mut io, &outbox, payload, &mut closing)).await;
+                return;
+            }
+            // A connection that ends without a close frame is a close, as in the reference.
+            Wake::Read(Read::Ended) => {
                 shared.send_now(Command::Closed { id });
                 return;
             }
@@ -179,46 +181,5 @@ struct Detach(Arc<Outbox>);
 impl Drop for Detach {
     fn drop(&mut self) {
         self.0.detach();
-    }
-}
-
-/// The upgraded connection as tungstenite sees it: it reads from the connection, and what it
-/// writes (pongs, close frames) joins the outbox, so that it never cuts into a frame the driver
-/// is writing.
-struct Duplex {
-    io: Compat<Upgraded>,
-    outbox: Arc<Outbox>,
-}
-
-impl AsyncRead for Duplex {
-    fn poll_read(
-        mut self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        buf: &mut [u8],
-    ) -> Poll<io::Result<usize>> {
-        Pin::new(&mut self.io).poll_read(cx, buf)
-    }
-}
-
-impl AsyncWrite for Duplex {
-    fn poll_write(
-        self: Pin<&mut Self>,
-        _: &mut Context<'_>,
-        buf: &[u8],
-    ) -> Poll<io::Result<usize>> {
-        match self.outbox.push_raw(buf) {
-            Ok(()) => Poll::Ready(Ok(buf.len())),
-            Err(_) => Poll::Ready(Err(io::Error::other("send queue full"))),
-        }
-    }
-
-    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        let this = self.get_mut();
-        this.outbox.poll_flush(cx, Pin::new(&mut this.io))
-    }
-
-    fn poll_close(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        std::task::ready!(self.as_mut().poll_flush(cx))?;
-        Pin::new(&mut self.io).poll_close(cx)
     }
 }

@@ -222,4 +222,29 @@ describe("raw protocol", () => {
     const [code] = await next(ws, "close");
     assert.equal(code, 1009);
   });
+
+  it("websocket frames: a ping gets its pong, fragments are joined, a close is answered in kind", async () => {
+    const ws = new WebSocket(`${server.wsUrl}/engine.io/?EIO=4&transport=websocket`);
+    await next(ws, "message");
+    ws.ping("probe-1");
+    const [pong] = await next(ws, "pong");
+    assert.equal(pong.toString(), "probe-1");
+    ws.send("4hel", { fin: false });
+    ws.send("lo wörld", { fin: true });
+    const [echoed, binary] = await next(ws, "message");
+    assert.equal(binary, false);
+    assert.equal(echoed.toString(), "4hello wörld");
+    ws.close(4000, "bye");
+    const [code, reason] = await next(ws, "close");
+    assert.equal(code, 4000);
+    assert.equal(reason.toString(), "bye");
+  });
+
+  it("a text message that is not UTF-8 closes the websocket with 1007", async () => {
+    const ws = new WebSocket(`${server.wsUrl}/engine.io/?EIO=4&transport=websocket`);
+    await next(ws, "message");
+    ws.send(Buffer.from([0x34, 0xff]), { binary: false });
+    const [code] = await next(ws, "close");
+    assert.equal(code, 1007);
+  });
 });

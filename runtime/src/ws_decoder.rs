@@ -677,6 +677,78 @@ mod tests {
         ));
     }
 
+    /// Everything `bytes` decode to, read in chunks of the given sizes (then whatever is left).
+    fn read_in_chunks(bytes: &[u8], sizes: &[usize]) -> Vec<Read> {
+        let mut chunks = Vec::new();
+        let mut rest = bytes;
+        for &size in sizes {
+            if rest.is_empty() {
+                break;
+            }
+            let (chunk, tail) = rest.split_at(size.clamp(1, rest.len()));
+            chunks.push(chunk.to_vec());
+            rest = tail;
+        }
+        if !rest.is_empty() {
+            chunks.push(rest.to_vec());
+        }
+        read_all(&mut Decoder::new(8, 300), chunks, true)
+    }
+
+    proptest::proptest! {
+        /// Any bytes, cut anywhere, decode without a panic to what they decode to in one read.
+        #[test]
+        fn any_bytes_decode_the_same_however_they_are_cut(
+            bytes in proptest::collection::vec(proptest::prelude::any::<u8>(), 0..400),
+            sizes in proptest::collection::vec(1usize..64, 0..16),
+        ) {
+            let whole = read_all(&mut Decoder::new(8, 300), vec![bytes.clone()], true);
+            proptest::prop_assert_eq!(read_in_chunks(&bytes, &sizes), whole);
+        }
+
+        /// Valid frames (data, fragments, control frames), cut anywhere, decode to their messages.
+        #[test]
+        fn frames_cut_anywhere_decode_to_their_messages(
+            payloads in proptest::collection::vec(
+                (0u8..4, proptest::collection::vec(proptest::prelude::any::<u8>(), 0..120)),
+                1..6,
+            ),
+            sizes in proptest::collection::vec(1usize..40, 0..16),
+        ) {
+            let mut bytes = Vec::new();
+            let mut expected = Vec::new();
+            for (kind, payload) in payloads {
+                match kind {
+                    0 => {
+                        bytes.extend(frame(0x82, &payload));
+                        expected.push(Read::Incoming(Incoming::Message(Frame::Binary(payload.into()))));
+                    }
+                    1 => {
+                        // Text in two fragments, with a ping between them.
+                        let text: String = payload.iter().map(|b| char::from(b'a' + b % 26)).collect();
+                        let (head, tail) = text.split_at(text.len() / 2);
+                        bytes.extend(frame(0x01, head.as_bytes()));
+                        bytes.extend(frame(0x89, b"p"));
+                        bytes.extend(frame(0x80, tail.as_bytes()));
+                        expected.push(Read::Incoming(Incoming::Ping(Bytes::from_static(b"p"))));
+                        expected.push(Read::Incoming(Incoming::Message(Frame::Text(text.into()))));
+                    }
+                    2 => {
+                        let ping = &payload[..payload.len().min(125)];
+                        bytes.extend(frame(0x89, ping));
+                        expected.push(Read::Incoming(Incoming::Ping(Bytes::copy_from_slice(ping))));
+                    }
+                    _ => {
+                        bytes.extend(frame(0x8a, &payload[..payload.len().min(125)]));
+                        expected.push(Read::Incoming(Incoming::Pong));
+                    }
+                }
+            }
+            expected.push(Read::Ended);
+            proptest::prop_assert_eq!(read_in_chunks(&bytes, &sizes), expected);
+        }
+    }
+
     #[test]
     fn an_idle_reader_keeps_no_buffer() {
         let mut decoder = Decoder::new(1024, 100_000);

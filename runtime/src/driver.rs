@@ -148,8 +148,10 @@ pub struct Limits {
     /// bound spreads the system calls of a large broadcast over the workers, at the cost of a
     /// task wake-up per socket past the bound.
     pub driver_writes: usize,
-    /// Read buffer of a WebSocket, kept small because every connection holds one; it is also the
-    /// most read in one call, so raise it when clients send large messages.
+    /// The most a WebSocket reads in one call when no frame is half read. Reads of up to 16 KiB
+    /// go through a buffer of the thread, so connections hold none between messages; the rest of
+    /// a larger frame is read straight into the connection's buffer, up to 64 KiB (or this) a
+    /// call. 8 KiB by default: no connection keeps it, so it need not be small.
     pub ws_read_buffer: usize,
     /// Largest request head.
     pub max_header_size: usize,
@@ -168,7 +170,7 @@ impl Default for Limits {
             driver_queue: 4096,
             ws_queue: 1024,
             driver_writes: usize::MAX,
-            ws_read_buffer: 1024,
+            ws_read_buffer: 8 * 1024,
             max_header_size: 16 * 1024,
             header_read_timeout: std::time::Duration::from_secs(30),
             ws_close_timeout: std::time::Duration::from_secs(30),

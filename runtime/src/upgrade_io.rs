@@ -89,11 +89,8 @@ impl<I: hyper::rt::Write + Unpin> hyper::rt::Write for UpgradeIo<I> {
         bufs: &[IoSlice<'_>],
     ) -> Poll<io::Result<usize>> {
         let this = self.get_mut();
-        let behind = if this.accepted() {
-            this.behind_101(bufs)
-        } else {
-            None
-        };
+        // Nothing (and the slot kept) until the service has accepted a WebSocket.
+        let behind = this.behind_101(bufs);
         let inner = &mut this.inner;
         match behind {
             Some(outbox) => outbox.write_behind(bufs, |all| {

@@ -47,7 +47,10 @@ pub use engine::{EngineHandle, EngineHandler, EngineService, EngineSocket};
 pub use handshake::Handshake;
 pub use http::Aborted;
 pub use io::{Compat, JOIN_BYTES, read_into, send_joined, send_vectored, write_joined};
-pub use listener::{LISTEN_BACKLOG, Listener, SocketWriter, raise_listen_backlog};
+pub use listener::{
+    FD_TABLE_RESERVE, LISTEN_BACKLOG, Listener, SocketWriter, raise_listen_backlog,
+    reserve_fd_table,
+};
 pub use sio_core;
 pub use sio_core::engine::Handshake as EngineHandshake;
 pub use sio_core::engine::{

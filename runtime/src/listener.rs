@@ -33,6 +33,45 @@ pub fn raise_listen_backlog(listener: &impl AsSocketHandle) -> io::Result<()> {
     socket2::SockRef::from(listener).listen(LISTEN_BACKLOG)
 }
 
+/// The most file descriptors [`reserve_fd_table`] makes room for: 65,536, a table of 512 KiB of
+/// kernel memory.
+pub const FD_TABLE_RESERVE: u64 = 1 << 16;
+
+/// Grows the process's table of file descriptors, once, to hold as many as it may open (its soft
+/// `RLIMIT_NOFILE`), up to [`FD_TABLE_RESERVE`]; `fd` is any open descriptor, duplicated once
+/// and closed. Returns how many the table now holds at least, or `None` where there is nothing to
+/// do (not Linux, or a table already grown).
+///
+/// Linux doubles the table as descriptors are opened, and in a process with more than one thread
+/// (async-io's helper thread, a multi-thread runtime) each doubling waits inside `accept` for an
+/// RCU grace period: 10 to 20 ms on a virtual machine, during which the thread serving every
+/// connection is stopped. A burst of 10,000 connections takes eight doublings. Growing the table
+/// before serving moves those waits out of the burst. `SocketIo::listen` and `serve` call this.
+pub fn reserve_fd_table(fd: &impl AsSocketHandle) -> io::Result<Option<u64>> {
+    #[cfg(any(target_os = "linux", target_os = "android"))]
+    {
+        use std::sync::atomic::{AtomicU64, Ordering};
+        /// How many descriptors the table was grown to hold, by this function.
+        static RESERVED: AtomicU64 = AtomicU64::new(0);
+        let limit = rustix::process::getrlimit(rustix::process::Resource::Nofile).current;
+        let wanted = limit.map_or(FD_TABLE_RESERVE, |limit| limit.min(FD_TABLE_RESERVE));
+        if wanted <= RESERVED.load(Ordering::Relaxed) {
+            return Ok(None);
+        }
+        // The lowest free descriptor at or above the last slot: the table grows to hold it, and
+        // keeps its size once it is closed.
+        let last = i32::try_from(wanted - 1).unwrap_or(i32::MAX);
+        drop(rustix::io::fcntl_dupfd_cloexec(fd, last)?);
+        RESERVED.fetch_max(wanted, Ordering::Relaxed);
+        Ok(Some(wanted))
+    }
+    #[cfg(not(any(target_os = "linux", target_os = "android")))]
+    {
+        let _ = fd;
+        Ok(None)
+    }
+}
+
 /// A source of connections (a TCP listener of some runtime).
 pub trait Listener: Send + 'static {
     /// A connection, as hyper I/O.
@@ -113,6 +152,33 @@ mod tests {
             }
         }
         clients
+    }
+
+    /// How many descriptors the process's table holds now (`FDSize` in `/proc/self/status`).
+    fn fd_table_size() -> u64 {
+        let status = std::fs::read_to_string("/proc/self/status").unwrap();
+        let line = status.lines().find(|l| l.starts_with("FDSize:")).unwrap();
+        line["FDSize:".len()..].trim().parse().unwrap()
+    }
+
+    #[test]
+    fn the_fd_table_is_grown_once_to_the_soft_limit_and_no_descriptor_is_left_open() {
+        let limit = rustix::process::getrlimit(rustix::process::Resource::Nofile).current;
+        let wanted = limit.map_or(FD_TABLE_RESERVE, |limit| limit.min(FD_TABLE_RESERVE));
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        // Another test's server may have grown it already: then there is nothing to do.
+        let first = reserve_fd_table(&listener).unwrap();
+        assert!(first.is_none() || first == Some(wanted), "{first:?}");
+        assert!(fd_table_size() >= wanted, "{} < {wanted}", fd_table_size());
+        assert_eq!(reserve_fd_table(&listener).unwrap(), None);
+        // The descriptor that grew it was closed.
+        let last = i32::try_from(wanted - 1).unwrap();
+        assert!(fd_is_closed(last), "descriptor {last} is still open");
+    }
+
+    /// Whether descriptor `fd` is closed, asked through `/proc/self/fd`.
+    fn fd_is_closed(fd: i32) -> bool {
+        !std::path::Path::new(&format!("/proc/self/fd/{fd}")).exists()
     }
 
     #[test]

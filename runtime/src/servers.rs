@@ -65,8 +65,12 @@ macro_rules! runtime_servers {
                 self.serve(listener).await
             }
 
-            /// Serves the connections of an existing listener forever.
+            /// Serves the connections of an existing listener forever, once the process's table of
+            /// file descriptors has room for as many as it may open
+            /// ([`reserve_fd_table`](sio_runtime::reserve_fd_table)).
             pub async fn serve(&self, listener: $listener) -> ::std::io::Result<()> {
+                // A failure (no descriptor left) only brings the stalls back.
+                let _ = $crate::reserve_fd_table(&listener);
                 self.inner.serve_listener($wrap(listener)?).await;
                 Ok(())
             }
@@ -114,8 +118,12 @@ macro_rules! runtime_servers {
                 self.serve(listener).await
             }
 
-            /// Serves the connections of an existing listener forever.
+            /// Serves the connections of an existing listener forever, once the process's table of
+            /// file descriptors has room for as many as it may open
+            /// ([`reserve_fd_table`](sio_runtime::reserve_fd_table)).
             pub async fn serve(self, listener: $listener) -> ::std::io::Result<()> {
+                // A failure (no descriptor left) only brings the stalls back.
+                let _ = $crate::reserve_fd_table(&listener);
                 self.service.serve_listener($wrap(listener)?).await;
                 Ok(())
             }

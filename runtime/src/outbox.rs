@@ -21,7 +21,7 @@ use futures_io::AsyncWrite;
 use sio_core::engine::Frame;
 
 use crate::SocketWriter;
-use crate::ws::opcode;
+use crate::ws::{header_bits, opcode};
 
 /// The queue is full: the client reads slower than the server writes.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -43,8 +43,6 @@ const MAX_SLICES: usize = 64;
 const FEW_CHUNKS: usize = 4;
 /// The longest header of an unmasked frame.
 const MAX_HEADER: usize = 10;
-/// The first header byte's bit of the final fragment.
-const FIN: u8 = 0x80;
 
 /// The control frames the connection's task writes (RFC 6455 5.5).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -75,7 +73,7 @@ impl Chunk {
         let mut head = [0; MAX_HEADER];
         // RFC 6455 5.2: FIN and the opcode, then the length in 7 bits, or 126 and 16 bits, or 127
         // and 64 bits, big-endian; a server's frames carry no mask.
-        head[0] = FIN | opcode;
+        head[0] = header_bits::FIN | opcode;
         let len = body.len();
         let head_end = if len < 126 {
             head[1] = len as u8;

@@ -28,6 +28,20 @@ pub(crate) mod opcode {
     pub const PONG: u8 = 0xa;
 }
 
+/// The bits of a frame header's first two bytes besides the opcode (RFC 6455 5.2).
+pub(crate) mod header_bits {
+    /// First byte: the last fragment of a message.
+    pub const FIN: u8 = 0x80;
+    /// First byte: RSV1-3, which only a negotiated extension may set.
+    pub const RSV: u8 = 0x70;
+    /// First byte: the opcode.
+    pub const OPCODE: u8 = 0x0f;
+    /// Second byte: the payload is masked, as every client's must be.
+    pub const MASKED: u8 = 0x80;
+    /// Second byte: the length itself (0 to 125), or 126 or 127 for a 16- or 64-bit one after.
+    pub const LEN: u8 = 0x7f;
+}
+
 /// What woke the task.
 enum Wake {
     Read(Read),

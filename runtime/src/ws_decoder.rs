@@ -14,6 +14,7 @@ use futures_io::AsyncRead;
 use sio_core::engine::Frame;
 
 use crate::io::{Scratch, with_scratch};
+use crate::ws::header_bits;
 use crate::ws::opcode::{BINARY, CLOSE, CONTINUATION, PING, PONG, TEXT};
 
 /// The longest payload of a control frame.
@@ -300,14 +301,14 @@ impl Header {
             return Ok(None);
         };
         // RSV1-3: no extension was negotiated.
-        if first & 0x70 != 0 {
+        if first & header_bits::RSV != 0 {
             return Err(Violation::Protocol);
         }
         // A client masks every frame (5.1).
-        if second & 0x80 == 0 {
+        if second & header_bits::MASKED == 0 {
             return Err(Violation::Protocol);
         }
-        let (len, rest, extended) = match second & 0x7f {
+        let (len, rest, extended) = match second & header_bits::LEN {
             126 => match rest {
                 [a, b, rest @ ..] => (u64::from(u16::from_be_bytes([*a, *b])), rest, 2),
                 _ => return Ok(None),
@@ -329,8 +330,8 @@ impl Header {
             return Ok(None);
         };
         Ok(Some(Header {
-            fin: first & 0x80 != 0,
-            opcode: first & 0x0f,
+            fin: first & header_bits::FIN != 0,
+            opcode: first & header_bits::OPCODE,
             mask: *mask,
             len,
             head_len: 2 + extended + 4,
@@ -396,13 +397,13 @@ mod tests {
         let mask = [0x37, 0xfa, 0x21, 0x3d];
         let mut out = vec![first];
         match payload.len() {
-            len @ 0..=125 => out.push(0x80 | len as u8),
+            len @ 0..=125 => out.push(header_bits::MASKED | len as u8),
             len @ 126..=65_535 => {
-                out.push(0x80 | 126);
+                out.push(header_bits::MASKED | 126);
                 out.extend_from_slice(&(len as u16).to_be_bytes());
             }
             len => {
-                out.push(0x80 | 127);
+                out.push(header_bits::MASKED | 127);
                 out.extend_from_slice(&(len as u64).to_be_bytes());
             }
         }

@@ -1493,6 +1493,17 @@ impl<'a> SocketRef<'a> {
         self.ack.is_some()
     }
 
+    /// Takes the ack the client asked for with the event being handled, to answer it later from a
+    /// task of your own, as a Node handler may call its callback after an `await`. `None` when
+    /// there is none, or it was answered already; afterwards [`ack`](Self::ack) has nothing to
+    /// answer. A client that set a timeout on its ack still gives up on its own.
+    pub fn ack_later(&mut self) -> Option<AckSender> {
+        self.ack?;
+        let socket = self.handle()?;
+        let id = self.ack.take()?;
+        Some(AckSender { socket, id })
+    }
+
     fn broadcast_op(&self) -> Operator {
         let mut op = Operator::new(self.nsp());
         op.except.push(self.id().to_owned());

@@ -13,8 +13,10 @@ fn kit_with_handlers() -> (TestKit, Log) {
     let kit = TestKit::new(ServerConfig::default());
     let log: Log = Arc::default();
     let on_connect = log.clone();
+    let io = kit.io().clone();
     kit.io().on_connection(move |socket| {
         let log = on_connect.clone();
+        let io = io.clone();
         socket.on_disconnect(move |socket, reason| {
             log.lock()
                 .unwrap()
@@ -41,6 +43,17 @@ fn kit_with_handlers() -> (TestKit, Log) {
                         let _ = socket.emit("answer", &answer);
                     }
                 });
+        });
+        socket.on("store", move |socket, n: u32| {
+            let Some(ack) = socket.ack_later() else {
+                return;
+            };
+            // Taken: nothing is left to answer here.
+            assert!(!socket.wants_ack());
+            assert!(!socket.ack(&"now").unwrap());
+            io.runtime().spawn(Box::pin(async move {
+                let _ = ack.send(&(n + 1)).await;
+            }));
         });
         socket.on_async("later", |socket, n: u32, ack| async move {
             let _ = socket.emit("async", &(n * 2)).await;
@@ -120,6 +133,16 @@ fn async_handlers_run_to_completion() {
     let received = kit.received(client);
     assert_eq!(received[0].event, "async");
     assert_eq!(received[0].args.args, vec![json!(42)]);
+}
+
+#[test]
+fn an_ack_taken_for_later_is_answered_from_a_task() {
+    let (mut kit, _) = kit_with_handlers();
+    let client = kit.connect("/", json!({})).unwrap();
+    let reply = kit.emit_with_ack(client, "store", &41);
+    assert_eq!(reply, Some(Payload::from_args(&42).unwrap()));
+    // No other packet: the handler's own `ack` found nothing to answer.
+    assert!(kit.received(client).is_empty());
 }
 
 #[test]

@@ -7,7 +7,9 @@
 //!   private messages to one socket id.
 //! - Every message is stored in SQLite (a file) before it is broadcast with its server offset (its
 //!   row id); a client that connects without recovering gets what it missed from the database,
-//!   after the `serverOffset` it sends in `auth`.
+//!   after the `serverOffset` it sends in `auth`. Messages are stored by a task of their own, one
+//!   at a time on tokio's blocking pool: a commit waits for the disk, and the handlers run on the
+//!   driver that serves every connection.
 //! - Exactly once: the client sends each message with a client offset and retries until acked; the
 //!   server acks after the insert, and a duplicate (unique client offset) is acked but neither
 //!   stored nor broadcast again. A failed insert is not acked, so the client retries.
@@ -24,11 +26,15 @@ use bytes::Bytes;
 use rusqlite::{Connection, ErrorCode, params};
 use serde::{Deserialize, Serialize};
 use serde_json::json;
-use sio_tokio::{RecoveryConfig, ServerConfig, SocketIo, SocketRef};
+use sio_tokio::{AckSender, RecoveryConfig, ServerConfig, SocketIo, SocketRef};
 use tokio::net::TcpListener;
+use tokio::sync::mpsc;
 
 const PAGE: &str = include_str!("../static/index.html");
 const DEFAULT_ROOM: &str = "general";
+/// How many messages may wait to be stored. A message that finds the queue full is not acked, and
+/// its client sends it again.
+const PENDING_MESSAGES: usize = 1024;
 
 /// A message as the clients see it.
 #[derive(Serialize, Deserialize, Clone)]
@@ -51,9 +57,20 @@ struct Member {
     nick: String,
 }
 
+/// The database: one connection for the writes of [`store_messages`], one for the reads of the
+/// handlers, so that a read never waits for a commit (WAL lets a reader in while one writes).
 struct Store {
-    db: Mutex<Connection>,
+    writer: Mutex<Connection>,
+    reader: Mutex<Connection>,
     drop_acks: AtomicUsize,
+}
+
+/// A message to store, then broadcast, then ack.
+struct Job {
+    client_offset: String,
+    message: ChatMessage,
+    /// The client's ack, answered once the message is stored (or was, on an earlier try).
+    ack: Option<AckSender>,
 }
 
 enum Insert {
@@ -80,13 +97,14 @@ impl Store {
             .and_then(|n| n.parse().ok())
             .unwrap_or(0);
         Ok(Store {
-            db: Mutex::new(db),
+            writer: Mutex::new(db),
+            reader: Mutex::new(Connection::open(path)?),
             drop_acks: AtomicUsize::new(drop_acks),
         })
     }
 
     fn insert(&self, offset: &str, message: &ChatMessage) -> rusqlite::Result<Insert> {
-        let db = self.db.lock().unwrap_or_else(|e| e.into_inner());
+        let db = self.writer.lock().unwrap_or_else(|e| e.into_inner());
         match db.execute(
             "INSERT INTO messages (client_offset, room, nick, content) VALUES (?1, ?2, ?3, ?4)",
             params![offset, message.room, message.nick, message.text],
@@ -103,7 +121,7 @@ impl Store {
 
     /// The messages of `room` after `offset`, oldest first.
     fn since(&self, room: &str, offset: i64) -> Vec<(i64, ChatMessage)> {
-        let db = self.db.lock().unwrap_or_else(|e| e.into_inner());
+        let db = self.reader.lock().unwrap_or_else(|e| e.into_inner());
         let Ok(mut query) = db.prepare(
             "SELECT id, room, nick, content FROM messages WHERE room = ?1 AND id > ?2 ORDER BY id",
         ) else {
@@ -132,6 +150,36 @@ impl Store {
     }
 }
 
+/// Stores the messages of every client one at a time, each on tokio's blocking pool, then
+/// broadcasts it and acks it: the driver never waits for SQLite, and the broadcasts go out in row
+/// order, so a client's `serverOffset` never skips a message it has not seen.
+async fn store_messages(store: Arc<Store>, io: SocketIo, mut jobs: mpsc::Receiver<Job>) {
+    while let Some(Job {
+        client_offset,
+        message,
+        ack,
+    }) = jobs.recv().await
+    {
+        let (writer, row) = (store.clone(), message.clone());
+        let inserted =
+            tokio::task::spawn_blocking(move || writer.insert(&client_offset, &row)).await;
+        let answer = match inserted {
+            Ok(Ok(Insert::Stored(id))) => {
+                let room = message.room.clone();
+                let _ = io.to(room).emit("chat message", &(message, id)).await;
+                !store.lose_ack()
+            }
+            // Stored on an earlier try whose ack was lost: ack, but neither store nor send again.
+            Ok(Ok(Insert::Duplicate)) => true,
+            // Not stored: no ack, so the client retries.
+            Ok(Err(_)) | Err(_) => false,
+        };
+        if let (true, Some(ack)) = (answer, ack) {
+            let _ = ack.send(&()).await;
+        }
+    }
+}
+
 fn nick(socket: &SocketRef<'_>) -> String {
     socket
         .data::<Member>()
@@ -146,7 +194,7 @@ fn replay(socket: &mut SocketRef<'_>, store: &Store, room: &str, offset: i64) {
     }
 }
 
-fn on_connection(socket: &mut SocketRef<'_>, store: &Arc<Store>) {
+fn on_connection(socket: &mut SocketRef<'_>, store: &Arc<Store>, jobs: &mpsc::Sender<Job>) {
     let auth = socket
         .handshake()
         .map(|h| h.auth.clone())
@@ -170,7 +218,7 @@ fn on_connection(socket: &mut SocketRef<'_>, store: &Arc<Store>) {
         &json!({ "id": socket.id(), "nick": nick(socket) }),
     );
 
-    let store_for_messages = store.clone();
+    let jobs = jobs.clone();
     socket.on(
         "chat message",
         move |socket, (outgoing, client_offset): (Outgoing, String)| {
@@ -182,21 +230,14 @@ fn on_connection(socket: &mut SocketRef<'_>, store: &Arc<Store>) {
             if !socket.rooms().contains(&message.room) {
                 return;
             }
-            match store_for_messages.insert(&client_offset, &message) {
-                Ok(Insert::Stored(id)) => {
-                    let room = message.room.clone();
-                    let _ = socket.io().to(room).emit("chat message", &(message, id));
-                    if !store_for_messages.lose_ack() {
-                        let _ = socket.ack(&());
-                    }
-                }
-                // Stored on an earlier try whose ack was lost: ack, but neither store nor send again.
-                Ok(Insert::Duplicate) => {
-                    let _ = socket.ack(&());
-                }
-                // Not stored: no ack, so the client retries.
-                Err(_) => {}
-            }
+            // Answered by `store_messages` once the message is stored. A full queue drops the
+            // job, and with it the ack: the client sends the message again.
+            let ack = socket.ack_later();
+            let _ = jobs.try_send(Job {
+                client_offset,
+                message,
+                ack,
+            });
         },
     );
 
@@ -280,7 +321,9 @@ async fn main() -> std::io::Result<()> {
     };
     let io = SocketIo::new(config);
     io.fallback(page);
-    io.on_connection(move |socket| on_connection(socket, &store));
+    let (jobs, pending) = mpsc::channel(PENDING_MESSAGES);
+    tokio::spawn(store_messages(store.clone(), io.clone(), pending));
+    io.on_connection(move |socket| on_connection(socket, &store, &jobs));
     let listener = TcpListener::bind(("127.0.0.1", port)).await?;
     // Node's accept queue (511) instead of the 128 tokio asks for: a burst of connections waits
     // in the queue instead of having its SYNs dropped.

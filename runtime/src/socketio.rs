@@ -4,7 +4,8 @@
 //! Handlers are plain closures run on the driver task with a [`SocketRef`] (or [`IoRef`]) that acts
 //! on the server at once: cheap, ordered, and a socket's connection handler has run before any of its
 //! packets is dispatched. For long work, take a [`SocketHandle`] (`socket.handle()`) into a task of
-//! your own, or register an async handler with [`SocketRef::on_async`].
+//! your own, with the event's ack if it has one ([`SocketRef::ack_later`]), or register an async
+//! handler with [`SocketRef::on_async`].
 
 use std::any::Any;
 use std::collections::HashMap;

@@ -879,10 +879,7 @@ impl<'a> IoRef<'a> {
                 let Some(handle) = socket_ref.handle() else {
                     return;
                 };
-                let ack = socket_ref.ack.take().map(|id| AckSender {
-                    socket: handle.clone(),
-                    id,
-                });
+                let ack = socket_ref.take_ack_for(&handle);
                 handler(handle, args, ack).map(|task| self.state.runtime.spawn(task))
             }
             None => Ok(()),
@@ -1499,10 +1496,20 @@ impl<'a> SocketRef<'a> {
     /// there is none, or it was answered already; afterwards [`ack`](Self::ack) has nothing to
     /// answer. A client that set a timeout on its ack still gives up on its own.
     pub fn ack_later(&mut self) -> Option<AckSender> {
+        // No handle is made for an event that asked for no ack.
         self.ack?;
         let socket = self.handle()?;
+        self.take_ack_for(&socket)
+    }
+
+    /// The pending ack, taken, as an [`AckSender`] answering through `socket` (this socket's
+    /// handle): for `ack_later` and for async handlers.
+    fn take_ack_for(&mut self, socket: &SocketHandle) -> Option<AckSender> {
         let id = self.ack.take()?;
-        Some(AckSender { socket, id })
+        Some(AckSender {
+            socket: socket.clone(),
+            id,
+        })
     }
 
     fn broadcast_op(&self) -> Operator {

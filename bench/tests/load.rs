@@ -19,10 +19,7 @@ fn value(measurement: &Measurement, name: &str) -> f64 {
         .unwrap_or_else(|| panic!("no figure {name:?} in {measurement:?}"))
 }
 
-const WINDOW: Window = Window {
-    warmup: Duration::from_millis(100),
-    measure: Duration::from_millis(300),
-};
+const WINDOW: Window = Window::single(Duration::from_millis(100), Duration::from_millis(300));
 
 #[test]
 fn every_scenario_runs_and_loses_nothing() {
@@ -35,21 +32,49 @@ fn every_scenario_runs_and_loses_nothing() {
         assert!(value(&connect, "setup p99 (ms)") >= value(&connect, "setup p50 (ms)"));
 
         for ack in [false, true] {
-            let echo = load::echo(target, 4, ack, WINDOW).await.unwrap();
-            assert!(value(&echo, "messages/s") > 0.0, "{echo:?}");
-            assert!(value(&echo, "server CPU per echo (µs)") > 0.0, "{echo:?}");
+            let [echo] = &load::echo(&[target], 4, ack, WINDOW).await.unwrap()[..] else {
+                panic!("one measurement for one server");
+            };
+            assert!(value(echo, "messages/s") > 0.0, "{echo:?}");
+            assert!(value(echo, "server CPU per echo (µs)") > 0.0, "{echo:?}");
             // The steal is read over the measured window, not the setup around it.
             assert!(echo.steal.span >= WINDOW.measure, "{echo:?}");
             assert!(echo.steal.span < WINDOW.measure * 3, "{echo:?}");
         }
 
-        let polling = load::polling_echo(target, 3, WINDOW).await.unwrap();
-        assert!(value(&polling, "messages/s") > 0.0, "{polling:?}");
+        let [polling] = &load::polling_echo(&[target], 3, WINDOW).await.unwrap()[..] else {
+            panic!("one measurement for one server");
+        };
+        assert!(value(polling, "messages/s") > 0.0, "{polling:?}");
 
         let broadcast = load::broadcast(target, 30, 2, WINDOW, Duration::from_secs(10))
             .await
             .unwrap();
         assert_eq!(value(&broadcast, "messages lost"), 0.0, "{broadcast:?}");
         assert!(value(&broadcast, "deliveries/s") > 0.0, "{broadcast:?}");
+    });
+}
+
+/// Two servers loaded in turn: each has round trips in its slices, and is measured over them only.
+#[test]
+fn servers_in_turn_are_measured_over_their_slices_only() {
+    let (busy, idle) = (start("tokio"), start("smol"));
+    let window = Window {
+        warmup: Duration::from_millis(100),
+        measure: Duration::from_millis(300),
+        slices: 3,
+        slice_warmup: Duration::from_millis(50),
+    };
+    load::run(async {
+        let targets = [busy.target, idle.target];
+        let measurements = load::echo(&targets, 4, false, window).await.unwrap();
+        assert_eq!(measurements.len(), 2);
+        for echo in &measurements {
+            assert!(value(echo, "messages/s") > 0.0, "{echo:?}");
+            assert!(value(echo, "server CPU per echo (µs)") > 0.0, "{echo:?}");
+            // Three slices of 100 ms: neither the warmups nor the other server's slices count.
+            assert!(echo.steal.span >= window.measure, "{echo:?}");
+            assert!(echo.steal.span < window.measure * 2, "{echo:?}");
+        }
     });
 }

@@ -5,10 +5,15 @@
 //!
 //! ```text
 //! sio-bench [--runs N] [--quick] [--servers a,b,..] [--scenarios a,b,..] [--out FILE]
-//!           [--attach ADDR,PID] [--max-steal PERCENT] [--retries N]
+//!           [--attach ADDR,PID] [--max-steal PERCENT] [--retries N] [--sequential]
 //! ```
 //!
 //! `--attach` loads a server started by hand (under a profiler, say) instead of starting one.
+//!
+//! In `echo`, `echo-ack` and `polling-echo` every server runs at once, each with its clients
+//! connected, and the loader loads them in turn, one slice at a time (`load::Window`), so that the
+//! VM's drifts over a run fall on every server alike. `--sequential` measures each server in one
+//! stretch of its own instead, as the other scenarios do.
 //!
 //! A measured window in which the hypervisor took more than `--max-steal` percent of the machine's
 //! CPUs (steal time, default 1%, and more than one 10 ms tick) is measured again with a fresh
@@ -139,6 +144,8 @@ struct Options {
     max_steal: f64,
     /// How many times a window is measured again at most.
     retries: usize,
+    /// No servers in turn: each is measured in one stretch of its own.
+    sequential: bool,
 }
 
 fn parse_options() -> Result<Options, String> {
@@ -151,6 +158,7 @@ fn parse_options() -> Result<Options, String> {
         attach: None,
         max_steal: 1.0,
         retries: 2,
+        sequential: false,
     };
     let mut args = std::env::args().skip(1);
     while let Some(arg) = args.next() {
@@ -158,6 +166,7 @@ fn parse_options() -> Result<Options, String> {
         match arg.as_str() {
             "--runs" => options.runs = value()?.parse().map_err(|_| "--runs: a number")?,
             "--quick" => options.quick = true,
+            "--sequential" => options.sequential = true,
             "--servers" => options.servers = value()?.split(',').map(str::to_owned).collect(),
             "--scenarios" => {
                 options.scenarios = Some(value()?.split(',').map(str::to_owned).collect())
@@ -230,69 +239,107 @@ fn start_server(name: &str) -> std::io::Result<ServerProcess> {
     ServerProcess::spawn(command)
 }
 
+/// Whether `scenario` loads `servers` in turn, all running at once, rather than one after the other.
+/// Only the round-trip scenarios can: their load moves from one server to the next at once, while
+/// `connect` measures a server's whole memory and `broadcast` waits for deliveries to drain.
+fn in_turn(scenario: &Scenario, servers: usize, options: &Options) -> bool {
+    matches!(scenario.kind, Kind::Echo { .. } | Kind::PollingEcho { .. })
+        && servers > 1
+        && !options.sequential
+        && options.attach.is_none()
+        && std::env::var_os(load::MARKS_DIR).is_none()
+}
+
+/// The window of a round-trip scenario: servers in turn get ten slices of half a second, each after
+/// 200 ms of load (100 ms and two slices in quick runs).
+fn window(quick: bool, in_turn: bool) -> Window {
+    let (warmup, measure) = match quick {
+        true => (Duration::from_millis(500), Duration::from_secs(1)),
+        false => (Duration::from_secs(1), Duration::from_secs(5)),
+    };
+    match in_turn {
+        false => Window::single(warmup, measure),
+        true => Window {
+            warmup,
+            measure,
+            slices: if quick { 2 } else { 10 },
+            slice_warmup: Duration::from_millis(if quick { 100 } else { 200 }),
+        },
+    }
+}
+
+/// Measures `scenario` against `servers`, each started afresh (or the one attached to); several
+/// only for a scenario they take in turn. The measurements come in the order of `servers`.
 fn run_scenario(
     scenario: &Scenario,
-    server: &str,
+    servers: &[&str],
     options: &Options,
-) -> std::io::Result<Measurement> {
-    let quick = options.quick;
-    let window = if quick {
-        Window {
-            warmup: Duration::from_millis(500),
-            measure: Duration::from_secs(1),
-        }
-    } else {
-        Window {
-            warmup: Duration::from_secs(1),
-            measure: Duration::from_secs(5),
+) -> std::io::Result<Vec<Measurement>> {
+    let window = window(options.quick, servers.len() > 1);
+    let mut processes = Vec::new();
+    let targets: Vec<Target> = match options.attach {
+        Some(target) => vec![target; servers.len()],
+        None => {
+            for server in servers {
+                processes.push(start_server(server)?);
+            }
+            processes.iter().map(|p| p.target).collect()
         }
     };
-    let process = match options.attach {
-        Some(_) => None,
-        None => Some(start_server(server)?),
-    };
-    let target = options
-        .attach
-        .or(process.as_ref().map(|p| p.target))
-        .expect("a server");
+    let single = |measurement: std::io::Result<Measurement>| measurement.map(|m| vec![m]);
     let result = load::run(async {
         match scenario.kind {
-            Kind::Connect { count, in_flight } => load::connect(target, count, in_flight).await,
-            Kind::Echo { count, ack } => load::echo(target, count, ack, window).await,
-            Kind::PollingEcho { count } => load::polling_echo(target, count, window).await,
-            Kind::Broadcast { count, senders } => {
-                load::broadcast(target, count, senders, window, Duration::from_secs(10)).await
+            Kind::Connect { count, in_flight } => {
+                single(load::connect(targets[0], count, in_flight).await)
             }
+            Kind::Echo { count, ack } => load::echo(&targets, count, ack, window).await,
+            Kind::PollingEcho { count } => load::polling_echo(&targets, count, window).await,
+            Kind::Broadcast { count, senders } => single(
+                load::broadcast(targets[0], count, senders, window, Duration::from_secs(10)).await,
+            ),
         }
     });
-    drop(process);
+    drop(processes);
     result
 }
 
-/// A scenario measured against one server, with the steal of every attempt.
+/// Measurements of a scenario against one server, or several in turn, with the steal of every
+/// attempt.
 struct Attempts {
-    /// The attempt with the least steal.
-    kept: Measurement,
+    /// The attempt with the least steal, a measurement for each server.
+    kept: Vec<Measurement>,
     /// The steal of each attempt in order, in percent of the machine's CPUs.
     steals: Vec<f64>,
 }
 
-/// Runs a scenario against a server, and again while the hypervisor's steal in the window is above
-/// `--max-steal`, at most `--retries` more times; keeps the attempt with the least steal.
-fn run_attempts(scenario: &Scenario, server: &str, options: &Options) -> std::io::Result<Attempts> {
-    let mut kept = run_scenario(scenario, server, options)?;
-    let mut steals = vec![kept.steal.percent()];
-    while steals.len() <= options.retries && too_stolen(&kept.steal, options) {
+/// The steal over an attempt's measured time, every server's together.
+fn steal_of(measurements: &[Measurement]) -> Option<load::proc_stats::Steal> {
+    measurements.iter().map(|m| m.steal).reduce(|a, b| a + b)
+}
+
+/// Runs a scenario against `servers`, and again while the hypervisor's steal in the measured time
+/// is above `--max-steal`, at most `--retries` more times; keeps the attempt with the least steal.
+fn run_attempts(
+    scenario: &Scenario,
+    servers: &[&str],
+    options: &Options,
+) -> std::io::Result<Attempts> {
+    let percent = |m: &[Measurement]| steal_of(m).map_or(0.0, |s| s.percent());
+    let mut kept = run_scenario(scenario, servers, options)?;
+    let mut steals = vec![percent(&kept)];
+    while steals.len() <= options.retries
+        && steal_of(&kept).is_some_and(|s| too_stolen(&s, options))
+    {
         // A failed attempt leaves the one already measured standing.
-        let again = match run_scenario(scenario, server, options) {
+        let again = match run_scenario(scenario, servers, options) {
             Ok(again) => again,
             Err(error) => {
                 eprint!("(measuring again failed: {error}) ");
                 break;
             }
         };
-        steals.push(again.steal.percent());
-        if again.steal.percent() < kept.steal.percent() {
+        steals.push(percent(&again));
+        if percent(&again) < percent(&kept) {
             kept = again;
         }
     }
@@ -309,9 +356,10 @@ fn too_stolen(steal: &load::proc_stats::Steal, options: &Options) -> bool {
 /// One figure of a scenario: its name, which way is better, and each server's values over the runs.
 type Row = (&'static str, Better, BTreeMap<String, Vec<f64>>);
 
-/// One scenario measured against one server in one run: which, and the steal of each attempt.
+/// One scenario measured against one server, or several in turn, in one run: which, and the steal
+/// of each attempt.
 struct MeasuredWindow {
-    /// "run 2, echo on node".
+    /// "run 2, echo on node", or "run 2, echo on 6 servers in turn".
     label: String,
     /// In percent of the machine's CPUs, in the order of the attempts.
     steals: Vec<f64>,
@@ -552,6 +600,20 @@ fn steal_line(results: &Results, options: &Options) -> Option<String> {
     ))
 }
 
+/// How the round-trip scenarios shared the time among the servers.
+fn turns_line(options: &Options) -> String {
+    let window = window(options.quick, true);
+    match options.sequential || options.attach.is_some() || options.servers.len() < 2 {
+        true => "each server measured in one stretch of its own".to_owned(),
+        false => format!(
+            "echo, echo-ack and polling-echo: every server running at once, loaded in turn, {} slices of {} ms each after {} ms of load, the order reversed every other pass; the other scenarios: one server after the other",
+            window.slices,
+            (window.measure / window.slices).as_millis(),
+            window.slice_warmup.as_millis(),
+        ),
+    }
+}
+
 fn report(results: &Results, options: &Options, scenarios: &[Scenario]) -> String {
     let mut out = String::new();
     let servers: Vec<&str> = SERVERS
@@ -561,11 +623,12 @@ fn report(results: &Results, options: &Options, scenarios: &[Scenario]) -> Strin
         .collect();
     out.push_str("# sio load benchmark\n\n");
     out.push_str(&format!(
-        "- date: {}\n- machine: {}\n- runs: {} (each figure is the median){}\n- each server pinned to core 0 with taskset, the loader to core 1; a fresh server process for each scenario\n- command: `bash bench/run.sh{}`\n\n",
+        "- date: {}\n- machine: {}\n- runs: {} (each figure is the median){}\n- each server pinned to core 0 with taskset, the loader to core 1; a fresh server process for each scenario\n- {}\n- command: `bash bench/run.sh{}`\n\n",
         command_output("date", &["-u", "+%Y-%m-%d %H:%M UTC"]),
         machine(),
         options.runs,
         if options.quick { ", quick sizes" } else { "" },
+        turns_line(options),
         std::env::args()
             .skip(1)
             .map(|a| format!(" {a}"))
@@ -666,37 +729,45 @@ fn main() {
         })
         .collect();
     let mut results = Results::default();
+    let servers: Vec<&str> = options.servers.iter().map(String::as_str).collect();
     for run in 1..=options.runs {
         for scenario in &scenarios {
-            for server in &options.servers {
-                eprint!(
-                    "run {run}/{}: {} on {server} ... ",
-                    options.runs, scenario.name
-                );
+            let batches: Vec<&[&str]> = match in_turn(scenario, servers.len(), &options) {
+                true => vec![&servers[..]],
+                false => servers.chunks(1).collect(),
+            };
+            for batch in batches {
+                let on = match batch {
+                    [server] => server.to_string(),
+                    _ => format!("{} servers in turn", batch.len()),
+                };
+                eprint!("run {run}/{}: {} on {on} ... ", options.runs, scenario.name);
                 let _ = std::io::stderr().flush();
-                match run_attempts(scenario, server, &options) {
+                let label = format!("run {run}, {} on {on}", scenario.name);
+                match run_attempts(scenario, batch, &options) {
                     Ok(Attempts { kept, steals }) => {
-                        let summary: Vec<String> = kept
-                            .figures
-                            .iter()
-                            .map(|f| format!("{} {}", f.name, format_value(f.value)))
-                            .collect();
                         let shown: Vec<String> = steals
                             .iter()
                             .map(|s| format!("{}%", format_value(*s)))
                             .collect();
-                        eprintln!("{}; steal {}", summary.join(", "), shown.join(", "));
-                        results.add(scenario.name, server, kept.figures);
-                        results.windows.push(MeasuredWindow {
-                            label: format!("run {run}, {} on {server}", scenario.name),
-                            steals,
-                        });
+                        for (server, measurement) in batch.iter().zip(kept) {
+                            let summary: Vec<String> = measurement
+                                .figures
+                                .iter()
+                                .map(|f| format!("{} {}", f.name, format_value(f.value)))
+                                .collect();
+                            if batch.len() > 1 {
+                                eprint!("\n  {server}: ");
+                            }
+                            eprint!("{}", summary.join(", "));
+                            results.add(scenario.name, server, measurement.figures);
+                        }
+                        eprintln!("; steal {}", shown.join(", "));
+                        results.windows.push(MeasuredWindow { label, steals });
                     }
                     Err(error) => {
                         eprintln!("error: {error}");
-                        results
-                            .errors
-                            .push(format!("run {run}, {} on {server}: {error}", scenario.name));
+                        results.errors.push(format!("{label}: {error}"));
                     }
                 }
             }

@@ -101,12 +101,38 @@ impl Target {
 }
 
 /// How long to warm up before a measured window, and how long it lasts.
+///
+/// The round-trip scenarios can load several servers in turn ([`echo`], [`polling_echo`]): each
+/// server's measured time is cut into `slices`, and the servers take one slice each, the order
+/// reversed every other pass. A server's figures then come from the same stretch of time as the
+/// others', so that the VM's slow drifts (the same server's echo rate moves by 20% over tens of
+/// seconds, `bench/README.md`) fall on every server alike instead of on whichever ran then.
 #[derive(Debug, Clone, Copy)]
 pub struct Window {
-    /// Load before measuring.
+    /// Load before measuring, given to each server before its first slice.
     pub warmup: Duration,
-    /// The measured window.
+    /// The measured time of each server, over all its slices.
     pub measure: Duration,
+    /// How many slices each server's measured time is cut into (0 counts as 1).
+    pub slices: u32,
+    /// Load before each slice is measured, after the server sat idle during the others' slices.
+    pub slice_warmup: Duration,
+}
+
+impl Window {
+    /// One stretch: `warmup`, then `measure`.
+    pub const fn single(warmup: Duration, measure: Duration) -> Window {
+        Window {
+            warmup,
+            measure,
+            slices: 1,
+            slice_warmup: Duration::ZERO,
+        }
+    }
+
+    fn slice(&self) -> Duration {
+        self.measure / self.slices.max(1)
+    }
 }
 
 /// Latency samples in microseconds.
@@ -327,14 +353,11 @@ async fn measure_window(
     Ok((before, after, start.elapsed()))
 }
 
-/// The figures of an echo-like scenario.
-fn echo_figures(
-    counters: &Counters,
-    before: ProcSample,
-    after: ProcSample,
-    elapsed: Duration,
-) -> Measurement {
+/// The figures of an echo-like scenario, from the server CPU time and the steal of its measured
+/// time.
+fn echo_figures(counters: &Counters, cpu_ns: u64, steal: Steal) -> Measurement {
     let count = counters.measured.get();
+    let elapsed = steal.span;
     let figures = vec![
         Figure::new(
             "messages/s",
@@ -358,76 +381,209 @@ fn echo_figures(
         ),
         Figure::new(
             "server CPU per echo (µs)",
-            micros_per(after.cpu_ns - before.cpu_ns, count),
+            micros_per(cpu_ns, count),
             Better::Lower,
         ),
     ];
-    Measurement {
-        figures,
-        steal: Steal::between(&before, &after, elapsed),
-    }
+    Measurement { figures, steal }
 }
 
-/// `echo` (`ack == false`) and `echo-ack`: `count` WebSocket clients each keep one event in flight;
-/// the server emits it back, or acknowledges it.
+/// `echo` (`ack == false`) and `echo-ack`: `count` WebSocket clients per server each keep one event
+/// in flight; the server emits it back, or acknowledges it. Several servers are loaded in turn
+/// (see [`Window`]); the measurements come in the order of `targets`.
 pub async fn echo(
-    target: Target,
+    targets: &[Target],
     count: usize,
     ack: bool,
     window: Window,
-) -> io::Result<Measurement> {
-    let (clients, _) = connect_all(target.addr, count, 100).await?;
-    round_trips(target, clients, ack, window).await
+) -> io::Result<Vec<Measurement>> {
+    let mut groups = Vec::with_capacity(targets.len());
+    for target in targets {
+        let (clients, _) = connect_all(target.addr, count, 100).await?;
+        groups.push((*target, clients));
+    }
+    round_trips(groups, ack, window).await
 }
 
 /// The polling variant of `echo`: each client POSTs an event and GETs the server's emit back.
-pub async fn polling_echo(target: Target, count: usize, window: Window) -> io::Result<Measurement> {
-    let mut clients = Vec::with_capacity(count);
-    for _ in 0..count {
-        clients.push(PollingClient::connect(target.addr).await?);
+pub async fn polling_echo(
+    targets: &[Target],
+    count: usize,
+    window: Window,
+) -> io::Result<Vec<Measurement>> {
+    let mut groups = Vec::with_capacity(targets.len());
+    for target in targets {
+        let mut clients = Vec::with_capacity(count);
+        for _ in 0..count {
+            clients.push(PollingClient::connect(target.addr).await?);
+        }
+        groups.push((*target, clients));
     }
-    round_trips(target, clients, false, window).await
+    round_trips(groups, false, window).await
 }
 
-/// Each client keeps one `echo` (or `echo-ack`) in flight until the window ends.
+/// Whose clients may start a round trip.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Turn {
+    /// Nobody's: the last group's round trips are finishing.
+    Between,
+    /// The group at this index.
+    Group(usize),
+    /// The scenario is over.
+    Stop,
+}
+
+/// The clients of one server in a round-trip scenario, and what was measured of it.
+#[derive(Default)]
+struct Group {
+    counters: Counters,
+    /// Round trips sent and not yet answered.
+    in_flight: Cell<usize>,
+    /// Told when `in_flight` falls to zero.
+    drained: tokio::sync::Notify,
+    /// Server CPU time over the measured slices.
+    cpu_ns: Cell<u64>,
+    /// The steal over the measured slices, with their total length.
+    steal: Cell<Option<Steal>>,
+}
+
+impl Group {
+    fn add_slice(&self, before: &ProcSample, after: &ProcSample, elapsed: Duration) {
+        self.cpu_ns
+            .set(self.cpu_ns.get() + after.cpu_ns.saturating_sub(before.cpu_ns));
+        let slice = Steal::between(before, after, elapsed);
+        self.steal
+            .set(Some(self.steal.get().map_or(slice, |steal| steal + slice)));
+    }
+
+    fn end_round_trip(&self) {
+        self.in_flight.set(self.in_flight.get() - 1);
+        if self.in_flight.get() == 0 {
+            self.drained.notify_one();
+        }
+    }
+}
+
+/// Each client keeps one `echo` (or `echo-ack`) in flight while its server has the turn, until the
+/// scenario ends.
 async fn round_trips<C: Transport + 'static>(
-    target: Target,
-    clients: Vec<C>,
+    groups: Vec<(Target, Vec<C>)>,
     ack: bool,
     window: Window,
-) -> io::Result<Measurement> {
+) -> io::Result<Vec<Measurement>> {
     mark("start", 0).await?;
-    let counters = Rc::new(Counters::default());
-    let mut tasks = Vec::with_capacity(clients.len());
-    for mut client in clients {
-        let counters = counters.clone();
-        tasks.push(spawn_local(async move {
-            let mut seq = 0u64;
-            while counters.phase() != Phase::Stop {
-                seq += 1;
-                let start = Instant::now();
-                let (packet, answer) = match ack {
-                    false => (format!("42[\"echo\",{seq}]"), "42[\"echo\","),
-                    true => (format!("42{seq}[\"echo-ack\",{seq}]"), "43"),
-                };
-                client.send(&packet).await?;
-                while !client.recv().await?.starts_with(answer) {}
-                counters.completed(start);
-            }
-            io::Result::Ok(client)
-        }));
+    let (turn_tx, turn_rx) = tokio::sync::watch::channel(Turn::Between);
+    let targets: Vec<Target> = groups.iter().map(|(target, _)| *target).collect();
+    let states: Vec<Rc<Group>> = groups.iter().map(|_| Rc::default()).collect();
+    let mut tasks = Vec::new();
+    for (index, (_, clients)) in groups.into_iter().enumerate() {
+        for mut client in clients {
+            let (group, mut turn) = (states[index].clone(), turn_rx.clone());
+            tasks.push(spawn_local(async move {
+                let mut seq = 0u64;
+                loop {
+                    let now = *turn
+                        .wait_for(|t| *t == Turn::Group(index) || *t == Turn::Stop)
+                        .await
+                        .map_err(io::Error::other)?;
+                    if now == Turn::Stop {
+                        break;
+                    }
+                    seq += 1;
+                    let start = Instant::now();
+                    let (packet, answer) = match ack {
+                        false => (format!("42[\"echo\",{seq}]"), "42[\"echo\","),
+                        true => (format!("42{seq}[\"echo-ack\",{seq}]"), "43"),
+                    };
+                    group.in_flight.set(group.in_flight.get() + 1);
+                    let answered = async {
+                        client.send(&packet).await?;
+                        while !client.recv().await?.starts_with(answer) {}
+                        io::Result::Ok(())
+                    }
+                    .await;
+                    // Ended even when it failed, lest the next server's turn wait for it forever.
+                    group.end_round_trip();
+                    answered?;
+                    group.counters.completed(start);
+                }
+                io::Result::Ok(client)
+            }));
+        }
     }
-    let (before, after, elapsed) = measure_window(&counters, target, window).await?;
+    let turns = take_turns(&targets, &states, &turn_tx, window).await;
+    turn_tx.send_replace(Turn::Stop);
     let mut clients = Vec::with_capacity(tasks.len());
     for task in tasks {
         clients.push(join(task).await??);
     }
+    turns?;
     // Every round trip is over: the closes stay out of the count between the marks.
-    mark("end", counters.completed.get()).await?;
+    let completed = states.iter().map(|g| g.counters.completed.get()).sum();
+    mark("end", completed).await?;
     for client in clients {
         client.close().await;
     }
-    Ok(echo_figures(&counters, before, after, elapsed))
+    Ok(states
+        .iter()
+        .map(|group| {
+            let steal = group.steal.get().unwrap_or(Steal {
+                stolen: Duration::ZERO,
+                span: Duration::ZERO,
+                cpus: 1,
+            });
+            echo_figures(&group.counters, group.cpu_ns.get(), steal)
+        })
+        .collect())
+}
+
+/// Gives the groups their turns: a warmup each, then `window.slices` passes in which each group has
+/// a slice warmup and a measured slice, the order reversed every other pass. A group's round trips
+/// all end before the next group starts.
+async fn take_turns(
+    targets: &[Target],
+    groups: &[Rc<Group>],
+    turn: &tokio::sync::watch::Sender<Turn>,
+    window: Window,
+) -> io::Result<()> {
+    let give = |index: usize| async move {
+        // Copied out: the borrow holds the channel's lock, which `send_replace` takes.
+        let now = *turn.borrow();
+        if let Turn::Group(current) = now {
+            if current == index {
+                return;
+            }
+            turn.send_replace(Turn::Between);
+            let group = &groups[current];
+            while group.in_flight.get() > 0 {
+                group.drained.notified().await;
+            }
+        }
+        turn.send_replace(Turn::Group(index));
+    };
+    for index in 0..groups.len() {
+        give(index).await;
+        sleep(window.warmup).await;
+    }
+    for pass in 0..window.slices.max(1) {
+        let order: Vec<usize> = match pass % 2 {
+            0 => (0..groups.len()).collect(),
+            _ => (0..groups.len()).rev().collect(),
+        };
+        for index in order {
+            give(index).await;
+            let (group, target) = (&groups[index], targets[index]);
+            sleep(window.slice_warmup).await;
+            let before = target.sample()?;
+            let start = Instant::now();
+            group.counters.phase.set(Some(Phase::Measure));
+            sleep(window.slice()).await;
+            group.counters.phase.set(Some(Phase::Warmup));
+            let after = target.sample()?;
+            group.add_slice(&before, &after, start.elapsed());
+        }
+    }
+    Ok(())
 }
 
 /// Reads `42["broadcast",[sender,sent_at]]`.

@@ -71,6 +71,19 @@ impl Steal {
     }
 }
 
+/// Two measured spans as one: their steal and their lengths add up.
+impl std::ops::Add for Steal {
+    type Output = Steal;
+
+    fn add(self, other: Steal) -> Steal {
+        Steal {
+            stolen: self.stolen + other.stolen,
+            span: self.span + other.span,
+            cpus: self.cpus.max(other.cpus),
+        }
+    }
+}
+
 /// The machine's steal time over all CPUs: the eighth value of the `cpu` line of `/proc/stat`, in
 /// clock ticks (0 where the kernel does not count it).
 fn machine_steal_ns() -> io::Result<u64> {

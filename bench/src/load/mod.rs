@@ -353,9 +353,9 @@ async fn measure_window(
     Ok((before, after, start.elapsed()))
 }
 
-/// The figures of an echo-like scenario, from the server CPU time and the steal of its measured
-/// time.
-fn echo_figures(counters: &Counters, cpu_ns: u64, steal: Steal) -> Measurement {
+/// The figures of an echo-like scenario: rates and latencies from its measured time (whose steal
+/// is `steal`), CPU per echo from `cpu_ns` over `round_trips`.
+fn echo_figures(counters: &Counters, cpu_ns: u64, round_trips: u64, steal: Steal) -> Measurement {
     let count = counters.measured.get();
     let elapsed = steal.span;
     let figures = vec![
@@ -381,7 +381,7 @@ fn echo_figures(counters: &Counters, cpu_ns: u64, steal: Steal) -> Measurement {
         ),
         Figure::new(
             "server CPU per echo (µs)",
-            micros_per(cpu_ns, count),
+            micros_per(cpu_ns, round_trips),
             Better::Lower,
         ),
     ];
@@ -441,16 +441,17 @@ struct Group {
     in_flight: Cell<usize>,
     /// Told when `in_flight` falls to zero.
     drained: tokio::sync::Notify,
-    /// Server CPU time over the measured slices.
+    /// Server CPU time from the first pass to the end of the last, and the round trips completed
+    /// meanwhile. The time between the server's slices counts: work a server leaves for when it is
+    /// idle (a garbage collector's) is work its echoes cost.
     cpu_ns: Cell<u64>,
+    round_trips: Cell<u64>,
     /// The steal over the measured slices, with their total length.
     steal: Cell<Option<Steal>>,
 }
 
 impl Group {
     fn add_slice(&self, before: &ProcSample, after: &ProcSample, elapsed: Duration) {
-        self.cpu_ns
-            .set(self.cpu_ns.get() + after.cpu_ns.saturating_sub(before.cpu_ns));
         let slice = Steal::between(before, after, elapsed);
         self.steal
             .set(Some(self.steal.get().map_or(slice, |steal| steal + slice)));
@@ -532,38 +533,49 @@ async fn round_trips<C: Transport + 'static>(
                 span: Duration::ZERO,
                 cpus: 1,
             });
-            echo_figures(&group.counters, group.cpu_ns.get(), steal)
+            echo_figures(
+                &group.counters,
+                group.cpu_ns.get(),
+                group.round_trips.get(),
+                steal,
+            )
         })
         .collect())
 }
 
 /// Gives the groups their turns: a warmup each, then `window.slices` passes in which each group has
 /// a slice warmup and a measured slice, the order reversed every other pass. A group's round trips
-/// all end before the next group starts.
+/// all end before the next group starts, and before the figures over the passes are taken.
 async fn take_turns(
     targets: &[Target],
     groups: &[Rc<Group>],
     turn: &tokio::sync::watch::Sender<Turn>,
     window: Window,
 ) -> io::Result<()> {
-    let give = |index: usize| async move {
+    let end_turn = || async move {
         // Copied out: the borrow holds the channel's lock, which `send_replace` takes.
         let now = *turn.borrow();
         if let Turn::Group(current) = now {
-            if current == index {
-                return;
-            }
             turn.send_replace(Turn::Between);
             let group = &groups[current];
             while group.in_flight.get() > 0 {
                 group.drained.notified().await;
             }
         }
-        turn.send_replace(Turn::Group(index));
+    };
+    let give = |index: usize| async move {
+        if *turn.borrow() != Turn::Group(index) {
+            end_turn().await;
+            turn.send_replace(Turn::Group(index));
+        }
     };
     for index in 0..groups.len() {
         give(index).await;
         sleep(window.warmup).await;
+    }
+    let mut starts = Vec::with_capacity(groups.len());
+    for (group, target) in groups.iter().zip(targets) {
+        starts.push((target.sample()?.cpu_ns, group.counters.completed.get()));
     }
     for pass in 0..window.slices.max(1) {
         let order: Vec<usize> = match pass % 2 {
@@ -582,6 +594,15 @@ async fn take_turns(
             let after = target.sample()?;
             group.add_slice(&before, &after, start.elapsed());
         }
+    }
+    end_turn().await;
+    for ((group, target), (cpu_ns, completed)) in groups.iter().zip(targets).zip(starts) {
+        group
+            .cpu_ns
+            .set(target.sample()?.cpu_ns.saturating_sub(cpu_ns));
+        group
+            .round_trips
+            .set(group.counters.completed.get() - completed);
     }
     Ok(())
 }

@@ -244,7 +244,13 @@ fn start_server(name: &str) -> std::io::Result<ServerProcess> {
 /// `connect` measures a server's whole memory and `broadcast` waits for deliveries to drain.
 fn in_turn(scenario: &Scenario, servers: usize, options: &Options) -> bool {
     matches!(scenario.kind, Kind::Echo { .. } | Kind::PollingEcho { .. })
-        && servers > 1
+        && turns_allowed(servers, options)
+}
+
+/// Whether `servers` may take turns at all: not one server, not `--sequential`, not a server
+/// attached to (it is one process), not counted between marks (a count covers one server).
+fn turns_allowed(servers: usize, options: &Options) -> bool {
+    servers > 1
         && !options.sequential
         && options.attach.is_none()
         && std::env::var_os(load::MARKS_DIR).is_none()
@@ -603,9 +609,9 @@ fn steal_line(results: &Results, options: &Options) -> Option<String> {
 /// How the round-trip scenarios shared the time among the servers.
 fn turns_line(options: &Options) -> String {
     let window = window(options.quick, true);
-    match options.sequential || options.attach.is_some() || options.servers.len() < 2 {
-        true => "each server measured in one stretch of its own".to_owned(),
-        false => format!(
+    match turns_allowed(options.servers.len(), options) {
+        false => "each server measured in one stretch of its own".to_owned(),
+        true => format!(
             "echo, echo-ack and polling-echo: every server running at once, loaded in turn, {} slices of {} ms each after {} ms of load, the order reversed every other pass; the other scenarios: one server after the other",
             window.slices,
             (window.measure / window.slices).as_millis(),

@@ -344,11 +344,22 @@ async fn measure_window(
     window: Window,
 ) -> io::Result<(ProcSample, ProcSample, Duration)> {
     sleep(window.warmup).await;
+    measure_for(counters, target, window.measure, Phase::Stop).await
+}
+
+/// Counts the load for `length` between two `/proc` readings, then sets the phase to `then`;
+/// returns the readings and the measured time's real length.
+async fn measure_for(
+    counters: &Counters,
+    target: Target,
+    length: Duration,
+    then: Phase,
+) -> io::Result<(ProcSample, ProcSample, Duration)> {
     let before = target.sample()?;
     let start = Instant::now();
     counters.phase.set(Some(Phase::Measure));
-    sleep(window.measure).await;
-    counters.phase.set(Some(Phase::Stop));
+    sleep(length).await;
+    counters.phase.set(Some(then));
     let after = target.sample()?;
     Ok((before, after, start.elapsed()))
 }
@@ -447,14 +458,13 @@ struct Group {
     cpu_ns: Cell<u64>,
     round_trips: Cell<u64>,
     /// The steal over the measured slices, with their total length.
-    steal: Cell<Option<Steal>>,
+    steal: Cell<Steal>,
 }
 
 impl Group {
     fn add_slice(&self, before: &ProcSample, after: &ProcSample, elapsed: Duration) {
-        let slice = Steal::between(before, after, elapsed);
         self.steal
-            .set(Some(self.steal.get().map_or(slice, |steal| steal + slice)));
+            .set(self.steal.get() + Steal::between(before, after, elapsed));
     }
 
     fn end_round_trip(&self) {
@@ -528,16 +538,11 @@ async fn round_trips<C: Transport + 'static>(
     Ok(states
         .iter()
         .map(|group| {
-            let steal = group.steal.get().unwrap_or(Steal {
-                stolen: Duration::ZERO,
-                span: Duration::ZERO,
-                cpus: 1,
-            });
             echo_figures(
                 &group.counters,
                 group.cpu_ns.get(),
                 group.round_trips.get(),
-                steal,
+                group.steal.get(),
             )
         })
         .collect())
@@ -586,13 +591,9 @@ async fn take_turns(
             give(index).await;
             let (group, target) = (&groups[index], targets[index]);
             sleep(window.slice_warmup).await;
-            let before = target.sample()?;
-            let start = Instant::now();
-            group.counters.phase.set(Some(Phase::Measure));
-            sleep(window.slice()).await;
-            group.counters.phase.set(Some(Phase::Warmup));
-            let after = target.sample()?;
-            group.add_slice(&before, &after, start.elapsed());
+            let (before, after, elapsed) =
+                measure_for(&group.counters, target, window.slice(), Phase::Warmup).await?;
+            group.add_slice(&before, &after, elapsed);
         }
     }
     end_turn().await;

@@ -40,8 +40,9 @@ impl ProcSample {
 
 /// The time a hypervisor gave this machine's CPUs to someone else (steal time) while a span was
 /// measured. On a shared VM, a window with steal is one where the neighbours were busy, and the
-/// server and the loader are slower in it in ways their own CPU time does not show.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+/// server and the loader are slower in it in ways their own CPU time does not show. The default is
+/// an empty span, which adds nothing.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub struct Steal {
     /// Steal time over every CPU.
     pub stolen: Duration,

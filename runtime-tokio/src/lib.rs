@@ -87,15 +87,20 @@ impl Timer for TokioTimer {
 }
 
 /// A tokio listener as a [`Listener`].
-pub struct TokioListener(tokio::net::TcpListener);
+pub struct TokioListener {
+    listener: tokio::net::TcpListener,
+    /// Whether accepted connections have `TCP_NODELAY` from the listener already.
+    nodelay_inherited: bool,
+}
 
 impl Listener for TokioListener {
     type Io = TokioStream;
 
     async fn accept(&mut self) -> io::Result<(TokioStream, SocketAddr)> {
-        let (stream, peer) = self.0.accept().await?;
-        // Socket.IO packets are small and latency matters; the glue batches its own writes.
-        let _ = stream.set_nodelay(true);
+        let (stream, peer) = self.listener.accept().await?;
+        if !self.nodelay_inherited {
+            let _ = stream.set_nodelay(true);
+        }
         Ok((TokioStream(Arc::new(TokioSocket(stream))), peer))
     }
 
@@ -221,7 +226,11 @@ impl hyper::rt::Write for TokioStream {
 }
 
 fn wrap(listener: tokio::net::TcpListener) -> io::Result<TokioListener> {
-    Ok(TokioListener(listener))
+    let nodelay_inherited = sio_runtime::nodelay_for_accepted(&listener);
+    Ok(TokioListener {
+        listener,
+        nodelay_inherited,
+    })
 }
 
 sio_runtime::runtime_servers! {

@@ -190,12 +190,20 @@ impl Timer for AsyncIoTimer {
 }
 
 /// A TCP listener on the async-io reactor as a [`Listener`].
-pub struct AsyncIoListener(Arc<Async<TcpListener>>);
+pub struct AsyncIoListener {
+    listener: Arc<Async<TcpListener>>,
+    /// Whether accepted connections have `TCP_NODELAY` from the listener already.
+    nodelay_inherited: bool,
+}
 
 impl AsyncIoListener {
     /// Accepts on `listener`, already registered with the reactor.
     pub fn new(listener: Arc<Async<TcpListener>>) -> AsyncIoListener {
-        AsyncIoListener(listener)
+        let nodelay_inherited = crate::nodelay_for_accepted(listener.get_ref());
+        AsyncIoListener {
+            listener,
+            nodelay_inherited,
+        }
     }
 }
 
@@ -203,9 +211,10 @@ impl Listener for AsyncIoListener {
     type Io = AsyncIoStream;
 
     async fn accept(&mut self) -> io::Result<(AsyncIoStream, SocketAddr)> {
-        let (stream, peer) = self.0.read_with(accept_nonblocking).await?;
-        // Socket.IO packets are small and latency matters; the glue batches its own writes.
-        let _ = stream.set_nodelay(true);
+        let (stream, peer) = self.listener.read_with(accept_nonblocking).await?;
+        if !self.nodelay_inherited {
+            let _ = stream.set_nodelay(true);
+        }
         let io = Arc::new(EdgeSocket::new(stream)?);
         Ok((AsyncIoStream { io }, peer))
     }

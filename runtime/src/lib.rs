@@ -48,8 +48,8 @@ pub use handshake::Handshake;
 pub use http::Aborted;
 pub use io::{Compat, JOIN_BYTES, read_into, send_joined, send_vectored, write_joined};
 pub use listener::{
-    FD_TABLE_RESERVE, LISTEN_BACKLOG, Listener, SocketWriter, raise_listen_backlog,
-    reserve_fd_table,
+    FD_TABLE_RESERVE, LISTEN_BACKLOG, Listener, SocketWriter, nodelay_for_accepted,
+    raise_listen_backlog, reserve_fd_table,
 };
 pub use sio_core;
 pub use sio_core::engine::Handshake as EngineHandshake;

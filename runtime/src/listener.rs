@@ -33,6 +33,20 @@ pub fn raise_listen_backlog(listener: &impl AsSocketHandle) -> io::Result<()> {
     socket2::SockRef::from(listener).listen(LISTEN_BACKLOG)
 }
 
+/// Sets `TCP_NODELAY` on a listening socket where the connections it accepts take it from there
+/// (Linux copies a listener's options to each accepted socket): one system call per server
+/// instead of one per connection. Returns whether they do; where not, each accepted connection
+/// needs its own `set_nodelay`.
+///
+/// Socket.IO packets are small and latency matters, and the glue batches its own writes, so every
+/// connection the runtime crates accept has Nagle's algorithm off.
+pub fn nodelay_for_accepted(listener: &impl AsSocketHandle) -> bool {
+    cfg!(any(target_os = "linux", target_os = "android"))
+        && socket2::SockRef::from(listener)
+            .set_tcp_nodelay(true)
+            .is_ok()
+}
+
 /// The most file descriptors [`reserve_fd_table`] makes room for: 65,536, a table of 512 KiB of
 /// kernel memory.
 pub const FD_TABLE_RESERVE: u64 = 1 << 16;
@@ -179,6 +193,19 @@ mod tests {
     /// Whether descriptor `fd` is closed, asked through `/proc/self/fd`.
     fn fd_is_closed(fd: i32) -> bool {
         !std::path::Path::new(&format!("/proc/self/fd/{fd}")).exists()
+    }
+
+    #[test]
+    fn accepted_connections_take_nodelay_from_their_listener() {
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        let client = TcpStream::connect(listener.local_addr().unwrap()).unwrap();
+        let (before, _) = listener.accept().unwrap();
+        assert!(!before.nodelay().unwrap());
+        assert!(nodelay_for_accepted(&listener));
+        let client_after = TcpStream::connect(listener.local_addr().unwrap()).unwrap();
+        let (after, _) = listener.accept().unwrap();
+        assert!(after.nodelay().unwrap());
+        drop((client, client_after));
     }
 
     #[test]

@@ -461,24 +461,45 @@ fn command_output(program: &str, args: &[&str]) -> String {
         .unwrap_or_default()
 }
 
+/// One line of the bar of issue 7: what sio-tokio measured, and what the control measured the same
+/// way in the same run.
+struct BarLine {
+    what: String,
+    measured: String,
+    met: Option<bool>,
+    /// The same measure of sio-tokio-control, sio-tokio again: how far the run's noise alone
+    /// moves it.
+    control: String,
+}
+
 /// The lines of the bar of issue 7, checked against the medians.
-fn bar(results: &Results) -> Vec<(String, String, Option<bool>)> {
+fn bar(results: &Results) -> Vec<BarLine> {
     let mut lines = Vec::new();
     let fmt = |v: Option<f64>| v.map_or("n/a".to_owned(), format_value);
-    let memory = results.median("connect", "idle memory per connection (KiB)", "sio-tokio");
-    lines.push((
-        "idle memory per websocket connection ≤ 8 KiB".to_owned(),
-        format!("{} KiB", fmt(memory)),
-        memory.map(|m| m <= 8.0),
-    ));
+    let memory = |server| results.median("connect", "idle memory per connection (KiB)", server);
+    lines.push(BarLine {
+        what: "idle memory per websocket connection ≤ 8 KiB".to_owned(),
+        measured: format!("{} KiB", fmt(memory("sio-tokio"))),
+        met: memory("sio-tokio").map(|m| m <= 8.0),
+        control: format!("{} KiB", fmt(memory(CONTROL))),
+    });
     let mut versus = |what: &str, scenario: &str, figure: &str, node: f64, sxd: f64| {
-        let to_node = ratio(results, scenario, figure, "sio-tokio", "node");
-        let to_sxd = ratio(results, scenario, figure, "sio-tokio", "socketioxide");
-        lines.push((
-            format!("{what} ≤ {node} × Node and ≤ {sxd} × socketioxide"),
-            format!("{} × Node, {} × socketioxide", fmt(to_node), fmt(to_sxd)),
-            to_node.zip(to_sxd).map(|(n, s)| n <= node && s <= sxd),
-        ));
+        let to = |server, other| ratio(results, scenario, figure, server, other);
+        let text = |server| {
+            format!(
+                "{} × Node, {} × socketioxide",
+                fmt(to(server, "node")),
+                fmt(to(server, "socketioxide"))
+            )
+        };
+        lines.push(BarLine {
+            what: format!("{what} ≤ {node} × Node and ≤ {sxd} × socketioxide"),
+            measured: text("sio-tokio"),
+            met: to("sio-tokio", "node")
+                .zip(to("sio-tokio", "socketioxide"))
+                .map(|(n, s)| n <= node && s <= sxd),
+            control: text(CONTROL),
+        });
     };
     versus(
         "server CPU per connection",
@@ -501,53 +522,96 @@ fn bar(results: &Results) -> Vec<(String, String, Option<bool>)> {
         0.4,
         0.65,
     );
-    let p99 = ratio(
-        results,
-        "echo",
-        "round trip p99 (µs)",
-        "sio-tokio",
-        "socketioxide",
-    );
-    lines.push((
-        "echo round trip p99 ≤ socketioxide".to_owned(),
-        format!("{} × socketioxide", fmt(p99)),
-        p99.map(|r| r <= 1.0),
-    ));
-    let lost = results.median("broadcast-10k", "messages lost", "sio-tokio");
-    lines.push((
-        "broadcast to 10,000 sockets: no message lost".to_owned(),
-        format!("{} lost", fmt(lost)),
-        lost.map(|l| l == 0.0),
-    ));
+    let p99 = |server| {
+        ratio(
+            results,
+            "echo",
+            "round trip p99 (µs)",
+            server,
+            "socketioxide",
+        )
+    };
+    lines.push(BarLine {
+        what: "echo round trip p99 ≤ socketioxide".to_owned(),
+        measured: format!("{} × socketioxide", fmt(p99("sio-tokio"))),
+        met: p99("sio-tokio").map(|r| r <= 1.0),
+        control: format!("{} × socketioxide", fmt(p99(CONTROL))),
+    });
+    let lost = |server| results.median("broadcast-10k", "messages lost", server);
+    lines.push(BarLine {
+        what: "broadcast to 10,000 sockets: no message lost".to_owned(),
+        measured: format!("{} lost", fmt(lost("sio-tokio"))),
+        met: lost("sio-tokio").map(|l| l == 0.0),
+        control: format!("{} lost", fmt(lost(CONTROL))),
+    });
     for other in ["sio-smol", "sio-async-std"] {
         let worst = worst_against_tokio(results, other);
-        lines.push((
-            format!("{other} within 1.2 × tokio on every figure"),
-            worst_text(&worst),
-            worst.map(|(w, _)| w <= 1.2),
-        ));
+        // The control on the same figure, and the control's own worst.
+        let control = match &worst {
+            Some(w) => format!(
+                "{} × on that figure; worst {} × ({})",
+                fmt(distance_to_tokio(
+                    results, CONTROL, w.scenario, w.figure, w.better
+                )),
+                fmt(worst_against_tokio(results, CONTROL).map(|c| c.distance)),
+                worst_against_tokio(results, CONTROL).map_or("n/a".to_owned(), |c| c.label()),
+            ),
+            None => "n/a".to_owned(),
+        };
+        lines.push(BarLine {
+            what: format!("{other} within 1.2 × tokio on every figure"),
+            measured: worst.as_ref().map_or("n/a".to_owned(), |w| {
+                format!("worst {} × ({})", format_value(w.distance), w.label())
+            }),
+            met: worst.map(|w| w.distance <= 1.2),
+            control,
+        });
     }
     lines
 }
 
-fn worst_text(worst: &Option<(f64, String)>) -> String {
-    worst.as_ref().map_or("n/a".to_owned(), |(w, f)| {
-        format!("worst {} × ({f})", format_value(*w))
-    })
+/// A figure of one server, and how far it is from sio-tokio's.
+struct Furthest {
+    distance: f64,
+    scenario: &'static str,
+    figure: &'static str,
+    better: Better,
 }
 
-/// The figure where `other` is furthest behind sio-tokio, as "how many times worse" (above 1 is
-/// worse whichever way the figure is better).
-fn worst_against_tokio(results: &Results, other: &str) -> Option<(f64, String)> {
-    furthest_from_tokio(results, other, |r, better| match better {
-        Better::Lower => r,
-        Better::Higher => 1.0 / r,
-    })
+impl Furthest {
+    fn label(&self) -> String {
+        format!("{}: {}", self.scenario, self.figure)
+    }
+}
+
+/// How many times worse than sio-tokio's `other`'s figure is (above 1 is worse whichever way the
+/// figure is better).
+fn times_worse(ratio: f64, better: Better) -> f64 {
+    match better {
+        Better::Lower => ratio,
+        Better::Higher => 1.0 / ratio,
+    }
+}
+
+/// [`times_worse`] for one figure of `other`.
+fn distance_to_tokio(
+    results: &Results,
+    other: &str,
+    scenario: &str,
+    figure: &str,
+    better: Better,
+) -> Option<f64> {
+    ratio(results, scenario, figure, other, "sio-tokio").map(|r| times_worse(r, better))
+}
+
+/// The figure where `other` is furthest behind sio-tokio, by [`times_worse`].
+fn worst_against_tokio(results: &Results, other: &str) -> Option<Furthest> {
+    furthest_from_tokio(results, other, times_worse)
 }
 
 /// The figure where `other` is furthest from sio-tokio either way, as a factor of at least 1: for
 /// the control, the same server, a figure better than sio-tokio's is as much noise as a worse one.
-fn spread_from_tokio(results: &Results, other: &str) -> Option<(f64, String)> {
+fn spread_from_tokio(results: &Results, other: &str) -> Option<Furthest> {
     furthest_from_tokio(results, other, |r, _| r.max(1.0 / r))
 }
 
@@ -555,17 +619,22 @@ fn spread_from_tokio(results: &Results, other: &str) -> Option<(f64, String)> {
 fn furthest_from_tokio(
     results: &Results,
     other: &str,
-    distance: impl Fn(f64, &Better) -> f64,
-) -> Option<(f64, String)> {
-    let mut worst: Option<(f64, String)> = None;
+    distance: impl Fn(f64, Better) -> f64,
+) -> Option<Furthest> {
+    let mut worst: Option<Furthest> = None;
     for (scenario, rows) in &results.figures {
         for (figure, better, _) in rows {
             let Some(r) = ratio(results, scenario, figure, other, "sio-tokio") else {
                 continue;
             };
-            let d = distance(r, better);
-            if worst.as_ref().is_none_or(|(w, _)| d > *w) {
-                worst = Some((d, format!("{scenario}: {figure}")));
+            let d = distance(r, *better);
+            if worst.as_ref().is_none_or(|w| d > w.distance) {
+                worst = Some(Furthest {
+                    distance: d,
+                    scenario,
+                    figure,
+                    better: *better,
+                });
             }
         }
     }
@@ -644,19 +713,23 @@ fn report(results: &Results, options: &Options, scenarios: &[Scenario]) -> Strin
         out.push_str(&line);
     }
     out.push_str("Ratios divide the sio figure by the other server's: below 1 is better for CPU, memory and latency, above 1 for throughput.\n\n");
-    out.push_str("## The bar (issue 7, sio on tokio)\n\n| bar | measured | met |\n|---|---|---|\n");
-    for (what, measured, met) in bar(results) {
-        let met = match met {
+    out.push_str(&format!("## The bar (issue 7, sio on tokio)\n\nThe last column measures {CONTROL}, sio-tokio again, the same way: what the run's noise alone does to the same server.\n\n| bar | measured | met | {CONTROL}, the same way |\n|---|---|---|---|\n"));
+    for line in bar(results) {
+        let met = match line.met {
             Some(true) => "yes",
             Some(false) => "**no**",
             None => "n/a",
         };
-        out.push_str(&format!("| {what} | {measured} | {met} |\n"));
-    }
-    if let Some((spread, figure)) = spread_from_tokio(results, CONTROL) {
         out.push_str(&format!(
-            "\nNoise floor, to read the ratios against: {CONTROL}, the same server run again in each round, against sio-tokio: apart by up to {} × either way ({figure}).\n",
-            format_value(spread)
+            "| {} | {} | {met} | {} |\n",
+            line.what, line.measured, line.control
+        ));
+    }
+    if let Some(spread) = spread_from_tokio(results, CONTROL) {
+        out.push_str(&format!(
+            "\nNoise floor, to read the ratios against: {CONTROL}, the same server run again in each round, against sio-tokio: apart by up to {} × either way ({}).\n",
+            format_value(spread.distance),
+            spread.label(),
         ));
     }
     let ratio_columns: Vec<(&str, &str)> = [
@@ -785,4 +858,66 @@ fn main() {
         std::process::exit(1);
     }
     print!("{report}");
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn figure(name: &'static str, value: f64, better: Better) -> Figure {
+        Figure {
+            name,
+            value,
+            better,
+        }
+    }
+
+    /// One run of `echo`: CPU per echo, p99.9 and rate of each server.
+    fn echo_run(results: &mut Results, figures: &[(&str, f64, f64, f64)]) {
+        for &(server, cpu, p999, rate) in figures {
+            let figures = vec![
+                figure("server CPU per echo (µs)", cpu, Better::Lower),
+                figure("round trip p99.9 (µs)", p999, Better::Lower),
+                figure("messages/s", rate, Better::Higher),
+            ];
+            results.add("echo", server, figures);
+        }
+    }
+
+    #[test]
+    fn the_bar_shows_the_control_measured_the_same_way() {
+        let mut results = Results::default();
+        echo_run(
+            &mut results,
+            &[
+                ("sio-tokio", 7.0, 2000.0, 100.0),
+                (CONTROL, 6.0, 1000.0, 80.0),
+                ("node", 20.0, 5000.0, 50.0),
+                ("socketioxide", 10.0, 2000.0, 90.0),
+                ("sio-smol", 7.7, 3000.0, 100.0),
+                ("sio-async-std", 7.0, 2000.0, 100.0),
+            ],
+        );
+        let lines = bar(&results);
+        let echo = lines
+            .iter()
+            .find(|l| l.what.starts_with("server CPU per echo"))
+            .unwrap();
+        assert_eq!(echo.measured, "0.35 × Node, 0.70 × socketioxide");
+        assert_eq!(echo.met, Some(false));
+        assert_eq!(echo.control, "0.30 × Node, 0.60 × socketioxide");
+        let smol = lines
+            .iter()
+            .find(|l| l.what.starts_with("sio-smol"))
+            .unwrap();
+        assert_eq!(smol.measured, "worst 1.50 × (echo: round trip p99.9 (µs))");
+        assert_eq!(smol.met, Some(false));
+        // The control was better than tokio on that figure; its worst is 0.8 × the rate.
+        assert_eq!(
+            smol.control,
+            "0.50 × on that figure; worst 1.25 × (echo: messages/s)"
+        );
+        let memory = &lines[0];
+        assert_eq!((memory.measured.as_str(), memory.met), ("n/a KiB", None));
+    }
 }

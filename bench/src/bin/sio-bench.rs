@@ -899,17 +899,12 @@ mod tests {
             ],
         );
         let lines = bar(&results);
-        let echo = lines
-            .iter()
-            .find(|l| l.what.starts_with("server CPU per echo"))
-            .unwrap();
+        let line = |what: &str| lines.iter().find(|l| l.what.starts_with(what)).unwrap();
+        let echo = line("server CPU per echo");
         assert_eq!(echo.measured, "0.35 × Node, 0.70 × socketioxide");
         assert_eq!(echo.met, Some(false));
         assert_eq!(echo.control, "0.30 × Node, 0.60 × socketioxide");
-        let smol = lines
-            .iter()
-            .find(|l| l.what.starts_with("sio-smol"))
-            .unwrap();
+        let smol = line("sio-smol");
         assert_eq!(smol.measured, "worst 1.50 × (echo: round trip p99.9 (µs))");
         assert_eq!(smol.met, Some(false));
         // The control was better than tokio on that figure; its worst is 0.8 × the rate.

@@ -6,9 +6,13 @@
 //! ```text
 //! sio-bench [--runs N] [--quick] [--servers a,b,..] [--scenarios a,b,..] [--out FILE]
 //!           [--attach ADDR,PID] [--max-steal PERCENT] [--retries N] [--sequential]
+//!           [--echo-clients N]
 //! ```
 //!
 //! `--attach` loads a server started by hand (under a profiler, say) instead of starting one.
+//!
+//! `--echo-clients N` runs `echo` and `echo-ack` with N clients instead of 100 (the size of the
+//! bar of issue 7): how each server's cost per echo moves with the connections it serves.
 //!
 //! In `echo`, `echo-ack` and `polling-echo` every server runs at once, each with its clients
 //! connected, and the loader loads them in turn, one slice at a time (`load::Window`), so that the
@@ -86,8 +90,9 @@ impl Scenario {
     }
 }
 
-fn scenarios(quick: bool) -> Vec<Scenario> {
+fn scenarios(quick: bool, echo_clients: Option<usize>) -> Vec<Scenario> {
     let scale = |full: usize, small: usize| if quick { small } else { full };
+    let echo_clients = echo_clients.unwrap_or(scale(100, 20));
     vec![
         Scenario {
             name: "connect",
@@ -99,14 +104,14 @@ fn scenarios(quick: bool) -> Vec<Scenario> {
         Scenario {
             name: "echo",
             kind: Kind::Echo {
-                count: scale(100, 20),
+                count: echo_clients,
                 ack: false,
             },
         },
         Scenario {
             name: "echo-ack",
             kind: Kind::Echo {
-                count: scale(100, 20),
+                count: echo_clients,
                 ack: true,
             },
         },
@@ -146,6 +151,8 @@ struct Options {
     retries: usize,
     /// No servers in turn: each is measured in one stretch of its own.
     sequential: bool,
+    /// Clients of `echo` and `echo-ack`, when not the default.
+    echo_clients: Option<usize>,
 }
 
 fn parse_options() -> Result<Options, String> {
@@ -159,6 +166,7 @@ fn parse_options() -> Result<Options, String> {
         max_steal: 1.0,
         retries: 2,
         sequential: false,
+        echo_clients: None,
     };
     let mut args = std::env::args().skip(1);
     while let Some(arg) = args.next() {
@@ -167,6 +175,10 @@ fn parse_options() -> Result<Options, String> {
             "--runs" => options.runs = value()?.parse().map_err(|_| "--runs: a number")?,
             "--quick" => options.quick = true,
             "--sequential" => options.sequential = true,
+            "--echo-clients" => {
+                let count = value()?.parse().map_err(|_| "--echo-clients: a number")?;
+                options.echo_clients = Some(count).filter(|&n: &usize| n > 0);
+            }
             "--servers" => options.servers = value()?.split(',').map(str::to_owned).collect(),
             "--scenarios" => {
                 options.scenarios = Some(value()?.split(',').map(str::to_owned).collect())
@@ -798,7 +810,7 @@ fn main() {
             std::process::exit(2);
         }
     };
-    let scenarios: Vec<Scenario> = scenarios(options.quick)
+    let scenarios: Vec<Scenario> = scenarios(options.quick, options.echo_clients)
         .into_iter()
         .filter(|s| {
             options

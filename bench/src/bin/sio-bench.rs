@@ -556,17 +556,24 @@ fn bar(results: &Results) -> Vec<BarLine> {
         met: lost("sio-tokio").map(|l| l == 0.0),
         control: format!("{} lost", fmt(lost(CONTROL))),
     });
+    // The control's own worst figure, the same for both lines.
+    let control_worst = worst_against_tokio(results, CONTROL);
+    let control_worst_text = format!(
+        "worst {} × ({})",
+        fmt(control_worst.as_ref().map(|c| c.distance)),
+        control_worst
+            .as_ref()
+            .map_or("n/a".to_owned(), Furthest::label),
+    );
     for other in ["sio-smol", "sio-async-std"] {
         let worst = worst_against_tokio(results, other);
         // The control on the same figure, and the control's own worst.
         let control = match &worst {
             Some(w) => format!(
-                "{} × on that figure; worst {} × ({})",
+                "{} × on that figure; {control_worst_text}",
                 fmt(distance_to_tokio(
                     results, CONTROL, w.scenario, w.figure, w.better
                 )),
-                fmt(worst_against_tokio(results, CONTROL).map(|c| c.distance)),
-                worst_against_tokio(results, CONTROL).map_or("n/a".to_owned(), |c| c.label()),
             ),
             None => "n/a".to_owned(),
         };

@@ -357,6 +357,49 @@ mod tests {
         assert_eq!(open["sid"].as_str().map(str::len), Some(20));
     }
 
+    /// A frame the client sent in the same read as its upgrade request (hyper read it ahead, with
+    /// the head) is the WebSocket's first message: its CONNECT is answered.
+    #[tokio::test]
+    async fn a_frame_read_along_with_the_upgrade_request_is_not_lost() {
+        let io = SocketIo::new(ServerConfig::default());
+        let writes = Arc::new(std::sync::Mutex::new(Vec::new()));
+        let wrote = Arc::new(tokio::sync::Notify::new());
+        let mut request = b"GET /socket.io/?EIO=4&transport=websocket HTTP/1.1\r\nHost: x\r\n\
+            Connection: Upgrade\r\nUpgrade: websocket\r\nSec-WebSocket-Version: 13\r\n\
+            Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n\r\n"
+            .to_vec();
+        // A final, masked text frame carrying `40`: the Socket.IO CONNECT to `/`.
+        let mask = [1, 2, 3, 4];
+        request.extend_from_slice(&[0x81, 0x80 | 2]);
+        request.extend_from_slice(&mask);
+        request.extend(b"40".iter().zip(mask).map(|(b, m)| b ^ m));
+        let connection = Recorded {
+            request,
+            writes: writes.clone(),
+            wrote: wrote.clone(),
+        };
+        let server = io.clone();
+        tokio::spawn(async move { server.serve_connection(connection, None).await });
+        let reply = tokio::time::timeout(Duration::from_secs(10), async {
+            loop {
+                let found = writes.lock().unwrap().iter().find_map(|w| {
+                    let at = w.windows(4).position(|p| p == b"40{\"")?;
+                    Some(w[at - 2..].to_vec())
+                });
+                match found {
+                    Some(frame) => return frame,
+                    None => wrote.notified().await,
+                }
+            }
+        })
+        .await
+        .expect("no CONNECT reply in 10 s");
+        assert_eq!(reply[0], 0x81, "a final text frame");
+        assert_eq!(usize::from(reply[1]), reply.len() - 2, "one whole frame");
+        let connect: serde_json::Value = serde_json::from_slice(&reply[4..]).unwrap();
+        assert_eq!(connect["sid"].as_str().map(str::len), Some(20), "{connect}");
+    }
+
     /// On a runtime with several workers, the I/O driver runs on one thread while a connection
     /// reads on another: the event of data that comes in between a short read and the forgetting
     /// of the readiness must not be forgotten with it (hyper's connection stopped reading a

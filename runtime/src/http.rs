@@ -46,7 +46,7 @@ pub(crate) async fn serve_connection<A, I>(
     let slot = Arc::new(UpgradeSlot::default());
     let io = UpgradeIo::new(io, slot.clone());
     let service = service_fn(move |req: Request<Incoming>| {
-        handle(
+        handle::<A, _, UpgradeIo<I>>(
             shared.clone(),
             req,
             remote,
@@ -83,8 +83,9 @@ impl<A: App> Drop for CloseGuard<A> {
 /// A WebSocket upgrade needs the server's `hyper::upgrade::OnUpgrade` in the request's extensions;
 /// `writer`, when given, is the connection's socket, which the driver may then write to itself;
 /// `upgrade`, the slot of the connection's [`UpgradeIo`], which then writes the open packet with
-/// the 101.
-pub(crate) async fn handle<A: App, B>(
+/// the 101. `I` is the type of the connection's I/O as hyper was given it, which a WebSocket's
+/// task takes back after the upgrade; `Upgraded` where it is not known.
+pub(crate) async fn handle<A: App, B, I>(
     shared: Arc<Shared<A>>,
     mut req: Request<B>,
     remote: Option<SocketAddr>,
@@ -94,6 +95,7 @@ pub(crate) async fn handle<A: App, B>(
 where
     B: http_body::Body<Data = Bytes> + Send + 'static,
     B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+    I: hyper::rt::Read + hyper::rt::Write + Send + Unpin + 'static,
 {
     let on_upgrade = hyper::upgrade::on(&mut req);
     let (head, body) = req.into_parts();
@@ -171,7 +173,7 @@ where
                 if let Some(upgrade) = upgrade {
                     upgrade.set(outbox.clone());
                 }
-                let task = crate::ws::run(shared.clone(), id, on_upgrade, outbox, writer);
+                let task = crate::ws::run::<A, I>(shared.clone(), id, on_upgrade, outbox, writer);
                 shared.runtime.spawn(Box::pin(task));
                 return Ok(response);
             }

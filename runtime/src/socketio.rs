@@ -2135,7 +2135,15 @@ impl SocketIo {
         B: http_body::Body<Data = bytes::Bytes> + Send + 'static,
         B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
     {
-        crate::http::handle(self.shared.clone(), request, remote, None, None).await
+        // The server's own I/O type is not known here: the WebSocket stays in hyper's wrapper.
+        crate::http::handle::<_, _, hyper::upgrade::Upgraded>(
+            self.shared.clone(),
+            request,
+            remote,
+            None,
+            None,
+        )
+        .await
     }
 
     /// The path the server answers on (`/socket.io/` by default).

@@ -7,9 +7,9 @@ use std::sync::Arc;
 use std::task::{Context, Poll};
 
 use bytes::Bytes;
-use futures_io::AsyncWrite;
+use futures_io::{AsyncRead, AsyncWrite};
 use futures_lite::future;
-use hyper::upgrade::{OnUpgrade, Upgraded};
+use hyper::upgrade::OnUpgrade;
 use sio_core::engine::RequestId;
 
 use crate::driver::{App, Command, Shared};
@@ -71,9 +71,9 @@ impl CloseDeadline {
 
 /// Queues a close frame carrying `payload` behind what is queued, takes no more frames, writes
 /// everything out and shuts the connection's sending side, until the deadline.
-async fn close<A: App>(
+async fn close<A: App, T: AsyncWrite + Unpin>(
     shared: &Shared<A>,
-    io: &mut Compat<Upgraded>,
+    io: &mut T,
     outbox: &Outbox,
     payload: Bytes,
     deadline: &mut CloseDeadline,
@@ -101,21 +101,61 @@ async fn close<A: App>(
 
 /// Serves the WebSocket of request `id` once hyper hands it over; the driver queues its frames in
 /// `outbox` (the open packet may be waiting already), and writes them itself to `writer` when the
-/// listener lent the socket.
-pub(crate) async fn run<A: App>(
+/// listener lent the socket. `I` is the type of the connection hyper upgraded, when the caller
+/// knows it (`Upgraded` when it does not).
+pub(crate) async fn run<A: App, I>(
     shared: Arc<Shared<A>>,
     id: RequestId,
     on_upgrade: OnUpgrade,
     outbox: Arc<Outbox>,
     writer: Option<Arc<dyn SocketWriter>>,
-) {
+) where
+    I: hyper::rt::Read + hyper::rt::Write + Send + Unpin + 'static,
+{
     let _detach = Detach(outbox.clone());
     let Ok(upgraded) = on_upgrade.await else {
         shared.send_now(Command::Closed { id });
         return;
     };
-    let mut io = Compat::new(upgraded);
+    // Taken back as its own type, the connection is read without hyper's boxed trait object in
+    // between: no dynamic call per read, and one allocation less per connection.
+    match upgraded.downcast::<I>() {
+        Ok(parts) => {
+            serve(
+                &shared,
+                id,
+                Compat::new(parts.io),
+                parts.read_buf,
+                &outbox,
+                writer,
+            )
+            .await
+        }
+        Err(upgraded) => {
+            serve(
+                &shared,
+                id,
+                Compat::new(upgraded),
+                Bytes::new(),
+                &outbox,
+                writer,
+            )
+            .await
+        }
+    }
+}
+
+/// Runs the upgraded connection `io`, whose first bytes hyper had already read (`read`).
+async fn serve<A: App, T: AsyncRead + AsyncWrite + Unpin>(
+    shared: &Shared<A>,
+    id: RequestId,
+    mut io: T,
+    read: Bytes,
+    outbox: &Outbox,
+    writer: Option<Arc<dyn SocketWriter>>,
+) {
     let mut decoder = Decoder::new(shared.limits.ws_read_buffer, shared.max_message_size);
+    decoder.read_first(read);
     // The 101 is written: from now on the driver may write to the socket itself.
     outbox.open(writer);
     let mut closing = CloseDeadline::default();
@@ -125,7 +165,7 @@ pub(crate) async fn run<A: App>(
             if let Poll::Ready(done) = outbox.poll_serve(cx, Pin::new(&mut io), &mut closed) {
                 return Poll::Ready(Wake::Write(done));
             }
-            if closed && closing.poll(&shared, cx).is_ready() {
+            if closed && closing.poll(shared, cx).is_ready() {
                 return Poll::Ready(Wake::CloseTimeout);
             }
             decoder.poll_read(cx, Pin::new(&mut io)).map(Wake::Read)
@@ -144,7 +184,7 @@ pub(crate) async fn run<A: App>(
             Wake::Write(Ok(())) => {
                 // The driver closed the session. Boxed: a close runs once, and the task's state
                 // stays small while the connection is open.
-                Box::pin(close(&shared, &mut io, &outbox, Bytes::new(), &mut closing)).await;
+                Box::pin(close(shared, &mut io, outbox, Bytes::new(), &mut closing)).await;
                 return;
             }
             Wake::Read(Read::Incoming(Incoming::Message(frame))) => {
@@ -168,7 +208,7 @@ pub(crate) async fn run<A: App>(
             Wake::Read(Read::Incoming(Incoming::Close(payload))) => {
                 // The close is answered with the client's own code and reason, as `ws` does.
                 shared.send_now(Command::Closed { id });
-                Box::pin(close(&shared, &mut io, &outbox, payload, &mut closing)).await;
+                Box::pin(close(shared, &mut io, outbox, payload, &mut closing)).await;
                 return;
             }
             Wake::Read(Read::Violation(violation)) => {
@@ -177,7 +217,7 @@ pub(crate) async fn run<A: App>(
                     description: violation.description(),
                 });
                 let payload = Bytes::copy_from_slice(&violation.code().to_be_bytes());
-                Box::pin(close(&shared, &mut io, &outbox, payload, &mut closing)).await;
+                Box::pin(close(shared, &mut io, outbox, payload, &mut closing)).await;
                 return;
             }
             // A connection that ends without a close frame is a close, as in the reference.

@@ -112,6 +112,14 @@ impl Decoder {
         }
     }
 
+    /// Takes bytes of the connection read before this reader existed (hyper reads ahead of an
+    /// upgrade): they are decoded before anything is read.
+    pub fn read_first(&mut self, read: Bytes) {
+        if !read.is_empty() {
+            self.buf.extend_from_slice(&read);
+        }
+    }
+
     /// The next message or control frame of `io`: decodes what was read, reads more when that
     /// holds no whole frame.
     pub fn poll_read<R: AsyncRead + ?Sized>(

@@ -9,7 +9,7 @@ use std::task::{Context, Poll};
 use bytes::Bytes;
 use futures_io::{AsyncRead, AsyncWrite};
 use futures_lite::future;
-use hyper::upgrade::OnUpgrade;
+use hyper::upgrade::{OnUpgrade, Upgraded};
 use sio_core::engine::RequestId;
 
 use crate::driver::{App, Command, Shared};
@@ -117,45 +117,16 @@ pub(crate) async fn run<A: App, I>(
         shared.send_now(Command::Closed { id });
         return;
     };
+    let mut decoder = Decoder::new(shared.limits.ws_read_buffer, shared.max_message_size);
     // Taken back as its own type, the connection is read without hyper's boxed trait object in
     // between: no dynamic call per read, and one allocation less per connection.
-    match upgraded.downcast::<I>() {
+    let mut io = match upgraded.downcast::<I>() {
         Ok(parts) => {
-            serve(
-                &shared,
-                id,
-                Compat::new(parts.io),
-                parts.read_buf,
-                &outbox,
-                writer,
-            )
-            .await
+            decoder.read_first(parts.read_buf);
+            WsIo::Own(Compat::new(parts.io))
         }
-        Err(upgraded) => {
-            serve(
-                &shared,
-                id,
-                Compat::new(upgraded),
-                Bytes::new(),
-                &outbox,
-                writer,
-            )
-            .await
-        }
-    }
-}
-
-/// Runs the upgraded connection `io`, whose first bytes hyper had already read (`read`).
-async fn serve<A: App, T: AsyncRead + AsyncWrite + Unpin>(
-    shared: &Shared<A>,
-    id: RequestId,
-    mut io: T,
-    read: Bytes,
-    outbox: &Outbox,
-    writer: Option<Arc<dyn SocketWriter>>,
-) {
-    let mut decoder = Decoder::new(shared.limits.ws_read_buffer, shared.max_message_size);
-    decoder.read_first(read);
+        Err(upgraded) => WsIo::Hyper(Compat::new(upgraded)),
+    };
     // The 101 is written: from now on the driver may write to the socket itself.
     outbox.open(writer);
     let mut closing = CloseDeadline::default();
@@ -165,7 +136,7 @@ async fn serve<A: App, T: AsyncRead + AsyncWrite + Unpin>(
             if let Poll::Ready(done) = outbox.poll_serve(cx, Pin::new(&mut io), &mut closed) {
                 return Poll::Ready(Wake::Write(done));
             }
-            if closed && closing.poll(shared, cx).is_ready() {
+            if closed && closing.poll(&shared, cx).is_ready() {
                 return Poll::Ready(Wake::CloseTimeout);
             }
             decoder.poll_read(cx, Pin::new(&mut io)).map(Wake::Read)
@@ -184,7 +155,7 @@ async fn serve<A: App, T: AsyncRead + AsyncWrite + Unpin>(
             Wake::Write(Ok(())) => {
                 // The driver closed the session. Boxed: a close runs once, and the task's state
                 // stays small while the connection is open.
-                Box::pin(close(shared, &mut io, outbox, Bytes::new(), &mut closing)).await;
+                Box::pin(close(&shared, &mut io, &outbox, Bytes::new(), &mut closing)).await;
                 return;
             }
             Wake::Read(Read::Incoming(Incoming::Message(frame))) => {
@@ -208,7 +179,7 @@ async fn serve<A: App, T: AsyncRead + AsyncWrite + Unpin>(
             Wake::Read(Read::Incoming(Incoming::Close(payload))) => {
                 // The close is answered with the client's own code and reason, as `ws` does.
                 shared.send_now(Command::Closed { id });
-                Box::pin(close(shared, &mut io, outbox, payload, &mut closing)).await;
+                Box::pin(close(&shared, &mut io, &outbox, payload, &mut closing)).await;
                 return;
             }
             Wake::Read(Read::Violation(violation)) => {
@@ -217,7 +188,7 @@ async fn serve<A: App, T: AsyncRead + AsyncWrite + Unpin>(
                     description: violation.description(),
                 });
                 let payload = Bytes::copy_from_slice(&violation.code().to_be_bytes());
-                Box::pin(close(shared, &mut io, outbox, payload, &mut closing)).await;
+                Box::pin(close(&shared, &mut io, &outbox, payload, &mut closing)).await;
                 return;
             }
             // A connection that ends without a close frame is a close, as in the reference.
@@ -225,6 +196,63 @@ async fn serve<A: App, T: AsyncRead + AsyncWrite + Unpin>(
                 shared.send_now(Command::Closed { id });
                 return;
             }
+        }
+    }
+}
+
+/// An upgraded connection: its own I/O when hyper gave it back, else hyper's wrapper around it.
+enum WsIo<I> {
+    Own(Compat<I>),
+    Hyper(Compat<Upgraded>),
+}
+
+impl<I: hyper::rt::Read + Unpin> AsyncRead for WsIo<I> {
+    fn poll_read(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut [u8],
+    ) -> Poll<io::Result<usize>> {
+        match self.get_mut() {
+            WsIo::Own(io) => Pin::new(io).poll_read(cx, buf),
+            WsIo::Hyper(io) => Pin::new(io).poll_read(cx, buf),
+        }
+    }
+}
+
+impl<I: hyper::rt::Write + Unpin> AsyncWrite for WsIo<I> {
+    fn poll_write(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        match self.get_mut() {
+            WsIo::Own(io) => Pin::new(io).poll_write(cx, buf),
+            WsIo::Hyper(io) => Pin::new(io).poll_write(cx, buf),
+        }
+    }
+
+    fn poll_write_vectored(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[io::IoSlice<'_>],
+    ) -> Poll<io::Result<usize>> {
+        match self.get_mut() {
+            WsIo::Own(io) => Pin::new(io).poll_write_vectored(cx, bufs),
+            WsIo::Hyper(io) => Pin::new(io).poll_write_vectored(cx, bufs),
+        }
+    }
+
+    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        match self.get_mut() {
+            WsIo::Own(io) => Pin::new(io).poll_flush(cx),
+            WsIo::Hyper(io) => Pin::new(io).poll_flush(cx),
+        }
+    }
+
+    fn poll_close(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        match self.get_mut() {
+            WsIo::Own(io) => Pin::new(io).poll_close(cx),
+            WsIo::Hyper(io) => Pin::new(io).poll_close(cx),
         }
     }
 }

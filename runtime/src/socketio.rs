@@ -330,26 +330,59 @@ struct SocketEntry {
 /// A socket's event handlers. A socket has a handful, so a list beats a hash map: no hashing, one
 /// allocation, and less memory per connection.
 #[derive(Default)]
-struct EventHandlers(Vec<(Box<str>, EventHandler)>);
+struct EventHandlers(Vec<(EventName, EventHandler)>);
 
 impl EventHandlers {
     fn get(&self, event: &str) -> Option<&EventHandler> {
         self.0
             .iter()
-            .find(|(name, _)| **name == *event)
+            .find(|(name, _)| name.is(event))
             .map(|(_, handler)| handler)
     }
 
     /// Sets the handler of `event`, replacing the one it had.
     fn insert(&mut self, event: &str, handler: EventHandler) {
-        match self.0.iter_mut().find(|(name, _)| **name == *event) {
+        match self.0.iter_mut().find(|(name, _)| name.is(event)) {
             Some((_, old)) => *old = handler,
-            None => self.0.push((event.into(), handler)),
+            None => self.0.push((EventName::new(event), handler)),
         }
     }
 
     fn remove(&mut self, event: &str) {
-        self.0.retain(|(name, _)| **name != *event);
+        self.0.retain(|(name, _)| !name.is(event));
+    }
+}
+
+/// The longest event name kept inline.
+const INLINE_NAME: usize = 22;
+
+/// An event name in a handler list: inline when short, as nearly all are, so that a socket's
+/// handlers take one allocation and a lookup reads no memory of its own per name.
+enum EventName {
+    Inline { len: u8, bytes: [u8; INLINE_NAME] },
+    Boxed(Box<str>),
+}
+
+impl EventName {
+    fn new(name: &str) -> EventName {
+        let mut bytes = [0; INLINE_NAME];
+        match bytes.get_mut(..name.len()) {
+            Some(inline) => {
+                inline.copy_from_slice(name.as_bytes());
+                EventName::Inline {
+                    len: name.len() as u8,
+                    bytes,
+                }
+            }
+            None => EventName::Boxed(name.into()),
+        }
+    }
+
+    fn is(&self, event: &str) -> bool {
+        match self {
+            EventName::Inline { len, bytes } => bytes[..usize::from(*len)] == *event.as_bytes(),
+            EventName::Boxed(name) => **name == *event,
+        }
     }
 }
 
@@ -2362,5 +2395,40 @@ impl BroadcastHandle {
         .await
         .unwrap_or(Err(EmitError::Closed))?;
         rx.recv().await.map_err(|_| EmitError::Closed)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn handler() -> EventHandler {
+        EventHandler::Sync(Arc::new(|_, _| Ok(())))
+    }
+
+    /// Names up to the inline length and past it, empty and not ASCII, are found by their exact
+    /// bytes only; a second handler for a name replaces the first.
+    #[test]
+    fn event_handlers_are_found_by_their_whole_name() {
+        let long = "x".repeat(INLINE_NAME + 1);
+        let full = "y".repeat(INLINE_NAME);
+        let names = ["", "echo", "héllo", full.as_str(), long.as_str()];
+        let mut handlers = EventHandlers::default();
+        for name in names {
+            handlers.insert(name, handler());
+        }
+        handlers.insert("echo", handler());
+        assert_eq!(handlers.0.len(), names.len());
+        for name in names {
+            assert!(handlers.get(name).is_some(), "{name:?}");
+        }
+        for other in ["ech", "echo ", "hello", &full[1..], &long[1..], "\0"] {
+            assert!(handlers.get(other).is_none(), "{other:?}");
+        }
+        assert!(matches!(handlers.0[3].0, EventName::Inline { .. }));
+        assert!(matches!(handlers.0[4].0, EventName::Boxed(_)));
+        handlers.remove("echo");
+        assert!(handlers.get("echo").is_none());
+        assert_eq!(handlers.0.len(), names.len() - 1);
     }
 }

@@ -6,13 +6,17 @@
 //! ```text
 //! sio-bench [--runs N] [--quick] [--servers a,b,..] [--scenarios a,b,..] [--out FILE]
 //!           [--attach ADDR,PID] [--max-steal PERCENT] [--retries N] [--sequential]
-//!           [--echo-clients N]
+//!           [--echo-clients N] [--slices N]
 //! ```
 //!
 //! `--attach` loads a server started by hand (under a profiler, say) instead of starting one.
 //!
 //! `--echo-clients N` runs `echo` and `echo-ack` with N clients instead of 100 (the size of the
 //! bar of issue 7): how each server's cost per echo moves with the connections it serves.
+//!
+//! `--slices N` cuts each server's measured time in the round-trip scenarios into N turns instead
+//! of 10 (2 with `--quick`); the load before each turn shrinks with it, so that a run lasts as
+//! long.
 //!
 //! In `echo`, `echo-ack` and `polling-echo` every server runs at once, each with its clients
 //! connected, and the loader loads them in turn, one slice at a time (`load::Window`), so that the
@@ -153,6 +157,8 @@ struct Options {
     sequential: bool,
     /// Clients of `echo` and `echo-ack`, when not the default.
     echo_clients: Option<usize>,
+    /// Turns of each server in the round-trip scenarios, when not the default.
+    slices: Option<u32>,
 }
 
 fn parse_options() -> Result<Options, String> {
@@ -167,6 +173,7 @@ fn parse_options() -> Result<Options, String> {
         retries: 2,
         sequential: false,
         echo_clients: None,
+        slices: None,
     };
     let mut args = std::env::args().skip(1);
     while let Some(arg) = args.next() {
@@ -178,6 +185,10 @@ fn parse_options() -> Result<Options, String> {
             "--echo-clients" => {
                 let count = value()?.parse().map_err(|_| "--echo-clients: a number")?;
                 options.echo_clients = Some(count).filter(|&n: &usize| n > 0);
+            }
+            "--slices" => {
+                let count = value()?.parse().map_err(|_| "--slices: a number")?;
+                options.slices = Some(count).filter(|&n: &u32| n > 0);
             }
             "--servers" => options.servers = value()?.split(',').map(str::to_owned).collect(),
             "--scenarios" => {
@@ -269,19 +280,25 @@ fn turns_allowed(servers: usize, options: &Options) -> bool {
 }
 
 /// The window of a round-trip scenario: servers in turn get ten slices of half a second, each after
-/// 200 ms of load (100 ms and two slices in quick runs).
-fn window(quick: bool, in_turn: bool) -> Window {
+/// 200 ms of load (100 ms and two slices in quick runs), or `slices` slices with as much load and
+/// measured time in all.
+fn window(quick: bool, in_turn: bool, slices: Option<u32>) -> Window {
     let (warmup, measure) = match quick {
         true => (Duration::from_millis(500), Duration::from_secs(1)),
         false => (Duration::from_secs(1), Duration::from_secs(5)),
     };
+    let (default, slice_warmup) = match quick {
+        true => (2, Duration::from_millis(100)),
+        false => (10, Duration::from_millis(200)),
+    };
+    let slices = slices.unwrap_or(default);
     match in_turn {
         false => Window::single(warmup, measure),
         true => Window {
             warmup,
             measure,
-            slices: if quick { 2 } else { 10 },
-            slice_warmup: Duration::from_millis(if quick { 100 } else { 200 }),
+            slices,
+            slice_warmup: slice_warmup * default / slices,
         },
     }
 }
@@ -293,7 +310,7 @@ fn run_scenario(
     servers: &[&str],
     options: &Options,
 ) -> std::io::Result<Vec<Measurement>> {
-    let window = window(options.quick, servers.len() > 1);
+    let window = window(options.quick, servers.len() > 1, options.slices);
     let mut processes = Vec::new();
     let targets: Vec<Target> = match options.attach {
         Some(target) => vec![target; servers.len()],
@@ -696,7 +713,7 @@ fn steal_line(results: &Results, options: &Options) -> Option<String> {
 
 /// How the round-trip scenarios shared the time among the servers.
 fn turns_line(options: &Options) -> String {
-    let window = window(options.quick, true);
+    let window = window(options.quick, true, options.slices);
     match turns_allowed(options.servers.len(), options) {
         false => "each server measured in one stretch of its own".to_owned(),
         true => format!(
@@ -901,6 +918,19 @@ mod tests {
             ];
             results.add("echo", server, figures);
         }
+    }
+
+    /// More turns are shorter, and so is the load before each: a run lasts as long.
+    #[test]
+    fn more_slices_keep_the_load_and_the_measured_time() {
+        let turns = |w: Window| (w.slices, w.measure / w.slices, w.slice_warmup);
+        let ms = Duration::from_millis;
+        assert_eq!(turns(window(false, true, None)), (10, ms(500), ms(200)));
+        assert_eq!(turns(window(false, true, Some(50))), (50, ms(100), ms(40)));
+        assert_eq!(turns(window(true, true, None)), (2, ms(500), ms(100)));
+        assert_eq!(turns(window(true, true, Some(4))), (4, ms(250), ms(50)));
+        // One server alone is measured in one stretch, whatever is asked.
+        assert_eq!(window(false, false, Some(50)).slices, 1);
     }
 
     #[test]

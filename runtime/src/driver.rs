@@ -354,8 +354,12 @@ impl<A: App> Driver<A> {
                     // so that a connection gets several frames per write.
                     future::yield_now().await;
                     self.handle(command);
-                    // Take what else is already waiting, draining after each input.
+                    // Take what else is already waiting, draining after each input, unless the
+                    // executor wants the thread back (the rest waits for the next turn).
                     for _ in 0..64 {
+                        if crate::coop::slice_spent() {
+                            break;
+                        }
                         let Some(command) = self.commands.try_recv() else {
                             break;
                         };

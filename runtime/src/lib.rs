@@ -13,6 +13,7 @@ mod async_io;
 mod block_on;
 mod bundle;
 mod command_queue;
+mod coop;
 mod driver;
 mod engine;
 mod handshake;

@@ -354,11 +354,12 @@ impl<A: App> Driver<A> {
                     // so that a connection gets several frames per write.
                     future::yield_now().await;
                     self.handle(command);
-                    // Take what else is already waiting, draining after each input, unless the
-                    // executor wants the thread back (the rest waits for the next turn).
+                    // Take what else is already waiting, draining after each input. When the
+                    // executor wants the thread back, give it and go on with the batch: its
+                    // frames still leave together, after it.
                     for _ in 0..64 {
                         if crate::coop::slice_spent() {
-                            break;
+                            future::yield_now().await;
                         }
                         let Some(command) = self.commands.try_recv() else {
                             break;

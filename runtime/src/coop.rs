@@ -1,5 +1,5 @@
 //! Cooperative scheduling: an executor that needs the thread back at a given time says so here,
-//! and a task that works through a batch (the driver) stops at that time and yields. sio's
+//! and a task that works through a batch (the driver) yields at that time, then goes on. sio's
 //! `block_on` does: async-io's helper thread takes the reactor over when the thread runs tasks
 //! past the helper's sleep, and a batch of a hundred messages outlasts its shortest sleep. Under
 //! any other executor, a batch runs whole.
